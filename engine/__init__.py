@@ -1,0 +1,1 @@
+"""The multimodal engine: preprocessing, encoders, fusion, decoders, generation, backends."""

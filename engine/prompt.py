@@ -1,0 +1,145 @@
+"""Conversation → token ids and media tensors, within the model's context window.
+
+    prompt = build_prompt(conversation, tokenizer, config, max_tokens=900)
+    prompt.dropped_turns      # oldest turns left out to fit (the system prompt is always kept)
+    inputs = collate([prompt], device)   # -> ModelInputs for the model
+
+Layout of one sequence (the chat template):
+
+    <|bos|> <|system|> text <|end|> <|user|> [media] text <|end|> <|assistant|> reply <|end|> ...
+
+`[media]` is, in `concat` fusion, image_tokens copies of <|image|> per image and
+audio_tokens(frames) copies of <|audio|> per clip; in `sum`/`gated` fusion, one <|media|> slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from engine import preprocess
+from engine.config import ModelConfig
+from engine.fusion import AUDIO, IMAGE, TEXT, MediaSlot, ModelInputs
+from engine.tokenizer import ChatTokenizer
+from engine.types import Conversation, InputError, Turn
+
+
+@dataclass
+class Prompt:
+    """One tokenized sequence with its media, on the CPU."""
+
+    ids: list[int] = field(default_factory=list)
+    media_kind: list[int] = field(default_factory=list)  # TEXT | IMAGE | AUDIO per token
+    target_mask: list[bool] = field(default_factory=list)  # True on assistant tokens (training)
+    images: list[torch.Tensor] = field(default_factory=list)  # each (3, S, S)
+    audio: list[torch.Tensor] = field(default_factory=list)  # each (n_mels, F)
+    slots: list[tuple[int, tuple[int, int], list[int], list[int]]] = field(default_factory=list)
+    dropped_turns: int = 0
+
+    def extend(self, other: "Prompt") -> None:
+        offset, n_images, n_audio = len(self.ids), len(self.images), len(self.audio)
+        self.ids += other.ids
+        self.media_kind += other.media_kind
+        self.target_mask += other.target_mask
+        self.images += other.images
+        self.audio += other.audio
+        for position, (start, end), images, audio in other.slots:
+            self.slots.append((position + offset, (start + offset, end + offset),
+                               [i + n_images for i in images], [a + n_audio for a in audio]))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _tokens(prompt: Prompt, ids: list[int], kind: int = TEXT, target: bool = False) -> None:
+    prompt.ids += ids
+    prompt.media_kind += [kind] * len(ids)
+    prompt.target_mask += [target] * len(ids)
+
+
+def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Prompt:
+    """One turn as its own small Prompt (media decoded and validated here)."""
+    part = Prompt()
+    is_reply = turn.role == "assistant"
+    _tokens(part, [tokenizer.role_id(turn.role)])
+    images = [preprocess.load_image(source, config.image_size) for source in turn.images]
+    audio = [preprocess.load_audio_features(source, n_mels=config.n_mels, hop_length=config.audio_hop_length,
+                                            sample_rate=config.sample_rate) for source in turn.audio]
+    if (images or audio) and turn.role != "user":
+        raise InputError("Only user turns can carry images or audio.")
+    slot_position = None
+    if config.fusion == "concat":
+        for image in images:
+            _tokens(part, [tokenizer.image_id] * config.image_tokens, IMAGE)
+        for mel in audio:
+            _tokens(part, [tokenizer.audio_id] * config.audio_tokens(mel.shape[-1]), AUDIO)
+    elif images or audio:
+        slot_position = len(part.ids)
+        _tokens(part, [tokenizer.media_id])
+    part.images, part.audio = images, audio
+    text_start = len(part.ids)
+    _tokens(part, tokenizer.encode(turn.text), target=is_reply)
+    if slot_position is not None:
+        part.slots.append((slot_position, (text_start, len(part.ids)),
+                           list(range(len(images))), list(range(len(audio)))))
+    _tokens(part, [tokenizer.end_id], target=is_reply)
+    return part
+
+
+def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: ModelConfig,
+                 max_tokens: int | None = None, add_generation_prompt: bool = True) -> Prompt:
+    """Tokenize a conversation, dropping its oldest turns (never the system prompt) to fit `max_tokens`."""
+    max_tokens = min(max_tokens or config.max_seq_len, config.max_seq_len)
+    head = Prompt()
+    _tokens(head, [tokenizer.bos_id])
+    if conversation.system_prompt:
+        head.extend(encode_turn(Turn("system", conversation.system_prompt), tokenizer, config))
+    turns = [t for t in conversation.turns if t.role != "system"]
+    parts = [encode_turn(turn, tokenizer, config) for turn in turns]
+    tail = Prompt()
+    if add_generation_prompt:
+        _tokens(tail, [tokenizer.special["<|assistant|>"]])
+
+    first = 0
+    while first < len(parts) and len(head) + sum(map(len, parts[first:])) + len(tail) > max_tokens:
+        first += 1
+    while first < len(parts) and turns[first].role == "assistant":  # start on a user turn
+        first += 1
+    if parts and first == len(parts):
+        needed = len(head) + len(parts[-1]) + len(tail)
+        raise InputError(f"The message is too long for this model: it needs {needed} tokens and the model "
+                         f"reads at most {max_tokens} here. Please shorten it or attach fewer files.")
+    prompt = head
+    for part in parts[first:]:
+        prompt.extend(part)
+    prompt.extend(tail)
+    prompt.dropped_turns = first
+    return prompt
+
+
+def collate(prompts: list[Prompt], device: torch.device | str = "cpu", pad_id: int = 0,
+            dtype: torch.dtype = torch.float32) -> ModelInputs:
+    """Right-pad prompts into one batch of tensors on `device`."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    kinds = torch.zeros((len(prompts), width), dtype=torch.long)
+    images, audio, slots = [], [], []
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = torch.tensor(prompt.ids)
+        kinds[row, : len(prompt)] = torch.tensor(prompt.media_kind)
+        for position, span, image_idx, audio_idx in prompt.slots:
+            slots.append(MediaSlot(row, position, span, [i + len(images) for i in image_idx],
+                                   [a + len(audio) for a in audio_idx]))
+        images += prompt.images
+        audio += prompt.audio
+    positions = torch.arange(width).expand(len(prompts), width)  # (T,) -> (B, T); padding continues
+    return ModelInputs(
+        ids=ids.to(device),
+        positions=positions.to(device),
+        lengths=torch.tensor([len(p) for p in prompts], device=device),
+        media_kind=kinds.to(device),
+        images=torch.stack(images).to(device, dtype) if images else None,
+        audio=[mel.to(device, dtype) for mel in audio],
+        slots=slots,
+    )

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs whatever is missing on a Debian/Ubuntu machine: system packages, a virtual
+# environment in .venv, and the pinned Python packages. Safe to run again: it only does
+# what is not done yet.
+#
+#   bash scripts/install.sh run    # what the app needs
+#   bash scripts/install.sh test   # that, plus what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-run}"
+
+# System packages -------------------------------------------------------------------
+run_packages=(ffmpeg espeak-ng libsndfile1)
+test_packages=(sox libsox-fmt-all)
+wanted=("${run_packages[@]}")
+[[ "$profile" == test ]] && wanted+=("${test_packages[@]}")
+if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    wanted+=(python3 python3-venv python3-dev)
+fi
+
+missing=()
+for package in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "==> Installing system packages: ${missing[*]}"
+    sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python packages -------------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+    echo "==> Creating the virtual environment .venv"
+    python3 -m venv .venv
+fi
+requirement_files=(requirements.txt)
+[[ "$profile" == test ]] && requirement_files+=(requirements-dev.txt)
+stamp=".venv/.installed-$profile"
+fingerprint="$(cat "${requirement_files[@]}" | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]]; then
+    echo "==> Installing Python packages from ${requirement_files[*]} (the first time takes a few minutes)"
+    args=()
+    for file in "${requirement_files[@]}"; do args+=(-r "$file"); done
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}" 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" || true
+    .venv/bin/python -c "import torch, torchaudio, torchvision, tokenizers, gradio" \
+        || { echo "Python packages did not install correctly; see the messages above." >&2; exit 1; }
+    echo "$fingerprint" > "$stamp"
+fi

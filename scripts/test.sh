@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs the whole test suite. Arguments go to pytest,
+# e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh tests/test_decoder.py`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh test
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+exec .venv/bin/python -m pytest "$@"
