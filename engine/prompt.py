@@ -21,6 +21,7 @@ import torch
 from engine import preprocess
 from engine.config import ModelConfig
 from engine.fusion import AUDIO, IMAGE, TEXT, MediaSlot, ModelInputs
+from engine.observe import observe_image
 from engine.tokenizer import ChatTokenizer
 from engine.types import Conversation, InputError, Turn
 
@@ -35,6 +36,7 @@ class Prompt:
     images: list[torch.Tensor] = field(default_factory=list)  # each (3, S, S)
     audio: list[torch.Tensor] = field(default_factory=list)  # each (n_mels, F)
     slots: list[tuple[int, tuple[int, int], list[int], list[int]]] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)  # what the tools reported about the last turn
     dropped_turns: int = 0
 
     def extend(self, other: "Prompt") -> None:
@@ -63,7 +65,11 @@ def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Pr
     part = Prompt()
     is_reply = turn.role == "assistant"
     _tokens(part, [tokenizer.role_id(turn.role)])
-    images = [preprocess.load_image(source, config.image_size) for source in turn.images]
+    pictures = [preprocess.read_image(source) for source in turn.images]
+    images = [preprocess.image_to_tensor(picture, config.image_size) for picture in pictures]
+    if config.observations:
+        part.observations = [f"image {i + 1}: " + observe_image(picture, config.observations).as_text()
+                             for i, picture in enumerate(pictures)]
     audio = [preprocess.load_audio_features(source, n_mels=config.n_mels, hop_length=config.audio_hop_length,
                                             sample_rate=config.sample_rate) for source in turn.audio]
     if (images or audio) and turn.role != "user":
@@ -79,7 +85,8 @@ def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Pr
         _tokens(part, [tokenizer.media_id])
     part.images, part.audio = images, audio
     text_start = len(part.ids)
-    _tokens(part, tokenizer.encode(turn.text), target=is_reply)
+    notes = "".join(f"[{note}]\n" for note in part.observations)
+    _tokens(part, tokenizer.encode(notes + turn.text), target=is_reply)
     if slot_position is not None:
         part.slots.append((slot_position, (text_start, len(part.ids)),
                            list(range(len(images))), list(range(len(audio)))))
@@ -114,6 +121,7 @@ def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: M
     for part in parts[first:]:
         prompt.extend(part)
     prompt.extend(tail)
+    prompt.observations = parts[-1].observations if parts else []
     prompt.dropped_turns = first
     return prompt
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 profile="${1:-run}"
 
 # System packages -------------------------------------------------------------------
-run_packages=(ffmpeg espeak-ng libsndfile1)
+run_packages=(ffmpeg espeak-ng libsndfile1 libgl1 libglib2.0-0)
 test_packages=(sox libsox-fmt-all)
 wanted=("${run_packages[@]}")
 [[ "$profile" == test ]] && wanted+=("${test_packages[@]}")

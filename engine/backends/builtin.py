@@ -57,6 +57,7 @@ class BuiltinBackend:
         started = time.perf_counter()
         prompt = self._prompt(conversation, config)
         info.prompt_tokens, info.dropped_turns = len(prompt), prompt.dropped_turns
+        info.observations = list(prompt.observations)
         inputs = collate([prompt], self.device, self.tokenizer.pad_id, self.model.lm_head.weight.dtype)
         tokens = generate(self.model, inputs, config, {self.tokenizer.end_id, self.tokenizer.eos_id},
                           cancel, self.tokenizer.pad_id)

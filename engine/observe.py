@@ -1,0 +1,142 @@
+"""Observations from offline pretrained tools, given to the model as text.
+
+    observe_image(image, tools=("ocr", "faces", "colors")) -> ImageObservations
+    ImageObservations.as_text()  # "text: HELLO 42; faces: 1; colors: white, black"
+
+- `ocr`: PP-OCRv4 (ONNX, shipped inside `rapidocr-onnxruntime`), lines above a confidence.
+- `faces`: OpenCV's Haar frontal-face detector (shipped inside `opencv-python`).
+- `colors`: the dominant colours of the picture, by name (median-cut palette → nearest name).
+
+The same code runs when the training data is encoded and when a person chats, so the
+model learns to use what these tools report. Each tool loads once per process, lazily and
+thread-safely; results are cached by image content (a photo shown in every turn of a
+conversation is read once).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+TOOLS = ("ocr", "faces", "colors")
+OCR_MIN_CONFIDENCE = 0.6
+COLOR_MIN_SHARE = 0.12
+
+# Named colours the model talks about, as sRGB (the scene generator uses the same names).
+COLOR_NAMES = {
+    "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (245, 220, 30), "green": (40, 170, 60),
+    "blue": (30, 80, 220), "purple": (140, 50, 170), "pink": (245, 150, 190), "brown": (130, 80, 40),
+    "black": (15, 15, 15), "white": (245, 245, 245), "gray": (128, 128, 128), "cyan": (40, 200, 220),
+}
+_NAMES = list(COLOR_NAMES)
+_PALETTE = np.array([COLOR_NAMES[n] for n in _NAMES], dtype=np.float32)  # (K, 3)
+
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImageObservations:
+    text: tuple[str, ...] = ()  # lines read in the image
+    faces: int | None = None  # None when the face tool did not run
+    colors: tuple[str, ...] = ()  # dominant colour names, most covering first
+    tools: tuple[str, ...] = field(default=())
+
+    def as_text(self) -> str:
+        parts = []
+        if "ocr" in self.tools:
+            parts.append("text: " + (" | ".join(self.text) if self.text else "none"))
+        if "faces" in self.tools:
+            parts.append(f"faces: {self.faces}")
+        if "colors" in self.tools:
+            parts.append("colors: " + ", ".join(self.colors))
+        return "; ".join(parts)
+
+
+def nearest_color_name(rgb) -> str:
+    distances = ((_PALETTE - np.asarray(rgb, dtype=np.float32)) ** 2).sum(axis=1)
+    return _NAMES[int(distances.argmin())]
+
+
+def dominant_colors(image: Image.Image, max_colors: int = 3) -> tuple[str, ...]:
+    """Colour names covering at least COLOR_MIN_SHARE of the picture, most covering first."""
+    small = image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)
+    quantized = small.quantize(colors=8, method=Image.Quantize.MEDIANCUT)
+    palette = np.array(quantized.getpalette()[: 8 * 3], dtype=np.float32).reshape(-1, 3)  # (8, 3)
+    shares: dict[str, float] = {}
+    for count, index in quantized.getcolors():
+        name = nearest_color_name(palette[index])
+        shares[name] = shares.get(name, 0.0) + count / (64 * 64)
+    ranked = sorted(shares.items(), key=lambda item: -item[1])
+    return tuple(name for name, share in ranked if share >= COLOR_MIN_SHARE)[:max_colors]
+
+
+@functools.cache
+def _ocr_engine():
+    from rapidocr_onnxruntime import RapidOCR
+
+    return RapidOCR()
+
+
+@functools.cache
+def _face_detector():
+    import cv2
+
+    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+
+
+def read_text(image: Image.Image) -> tuple[str, ...]:
+    with _lock:
+        engine = _ocr_engine()
+    result, _ = engine(np.asarray(image.convert("RGB"))[:, :, ::-1].copy())  # RGB -> BGR, as OpenCV reads
+    lines = [(box, text) for box, text, score in (result or []) if float(score) >= OCR_MIN_CONFIDENCE and text.strip()]
+    lines.sort(key=lambda item: (item[0][0][1], item[0][0][0]))  # top to bottom, then left to right
+    return tuple(text.strip() for _, text in lines)
+
+
+def count_faces(image: Image.Image) -> int:
+    import cv2
+
+    with _lock:
+        detector = _face_detector()
+    grey = np.asarray(image.convert("L"))
+    side = min(grey.shape)
+    faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=6, minSize=(max(24, side // 10),) * 2)
+    return int(len(faces))
+
+
+@functools.lru_cache(maxsize=512)
+def _observe_cached(digest: str, tools: tuple[str, ...], image_box: "_ImageBox") -> ImageObservations:
+    image = image_box.image
+    return ImageObservations(
+        text=read_text(image) if "ocr" in tools else (),
+        faces=count_faces(image) if "faces" in tools else None,
+        colors=dominant_colors(image) if "colors" in tools else (),
+        tools=tools,
+    )
+
+
+class _ImageBox:
+    """Carries an image through lru_cache without making it part of the key."""
+
+    def __init__(self, image):
+        self.image = image
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _ImageBox)
+
+
+def observe_image(image: Image.Image, tools: tuple[str, ...] = TOOLS) -> ImageObservations:
+    """Run the chosen tools on an RGB image (results cached by pixel content)."""
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        raise ValueError(f"Unknown observation tools: {', '.join(sorted(unknown))}")
+    digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
+    return _observe_cached(digest, tuple(t for t in TOOLS if t in tools), _ImageBox(image))
