@@ -12,6 +12,8 @@ preallocated `KVCache`; the LSTM's is its hidden state (`engine.lstm_decoder`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,14 +32,9 @@ class KVCache(nn.Module):
 
     def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int):
         """Write k, v (B, H, T, D) at `positions` (B, T); return the first `length` slots."""
-        if k.shape[2] == 1:  # decode step: one slot per sequence
-            batch = torch.arange(k.shape[0], device=k.device)
-            self.k[batch, :, positions[:, 0]] = k[:, :, 0]
-            self.v[batch, :, positions[:, 0]] = v[:, :, 0]
-        else:
-            index = positions[:, None, :, None].expand_as(k)  # (B, T) -> (B, H, T, D)
-            self.k.scatter_(2, index, k)
-            self.v.scatter_(2, index, v)
+        index = positions[:, None, :, None].expand_as(k)  # (B, T) -> (B, H, T, D)
+        self.k.scatter_(2, index, k)
+        self.v.scatter_(2, index, v)
         return self.k[:, :, :length], self.v[:, :, :length]
 
 
@@ -51,11 +48,25 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # (B, T) -> (B, 1, T, D/2)
-        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D) -> 2 x (B, H, T, D/2)
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for `positions` (B, T), each (B, 1, T, D/2); computed once per forward."""
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D) -> 2 x (B, H, T, D/2)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+@dataclass
+class StepContext:
+    """What every layer of one forward pass shares: positions, rotary tables, cache length and mask."""
+
+    positions: torch.Tensor  # (B, T)
+    cos: torch.Tensor  # (B, 1, T, D/2)
+    sin: torch.Tensor
+    length: int = 0  # cache slots in use after this step (cached forward only)
+    mask: torch.Tensor | None = None  # (B, 1, T, length) True where attention is allowed
 
 
 class Attention(nn.Module):
@@ -66,19 +77,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = config.dropout
 
-    def forward(self, x, positions, rotary: Rotary, cache: KVCache | None):
+    def forward(self, x, context: StepContext, cache: KVCache | None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=-1)
-        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        q, k = rotary(q, positions), rotary(k, positions)
+        qkv = self.qkv(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, T, 3C) -> (B, 3H, T, D)
+        q, k = apply_rotary(qkv[:, : 2 * self.n_heads], context.cos, context.sin).split(self.n_heads, dim=1)
+        v = qkv[:, 2 * self.n_heads:]  # q, k, v: (B, H, T, D)
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                dropout_p=self.dropout if self.training else 0.0)
         else:
-            length = int(positions.max()) + 1
-            k, v = cache.update(positions, k, v, length)  # (B, H, length, D)
-            allowed = torch.arange(length, device=x.device) <= positions[:, :, None]  # (B, T, length)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+            k, v = cache.update(context.positions, k, v, context.length)  # (B, H, length, D)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask)
         return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, H, T, D) -> (B, T, C)
 
 
@@ -104,11 +113,17 @@ class Block(nn.Module):
         self.attention = Attention(config)
         self.ffn_norm = nn.RMSNorm(config.d_model)
         self.ffn = FeedForward(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
 
-    def forward(self, x, positions, rotary, cache):
-        x = x + self.dropout(self.attention(self.attention_norm(x), positions, rotary, cache))
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+    def forward(self, x, context, cache):
+        attended = self.attention(self.attention_norm(x), context, cache)
+        if self.dropout and self.training:
+            attended = F.dropout(attended, self.dropout)
+        x = x + attended
+        fed = self.ffn(self.ffn_norm(x))
+        if self.dropout and self.training:
+            fed = F.dropout(fed, self.dropout)
+        return x + fed
 
 
 class TransformerCache(nn.Module):
@@ -136,8 +151,13 @@ class TransformerDecoder(nn.Module):
         return TransformerCache(self.config, batch_size, min(max_len, self.config.max_seq_len), device, dtype)
 
     def forward(self, x, positions, cache: TransformerCache | None = None, lengths=None):
+        context = StepContext(positions, *self.rotary.tables(positions, x.dtype))
+        if cache is not None:
+            context.length = int(positions.max()) + 1
+            context.mask = (torch.arange(context.length, device=x.device) <= positions[:, :, None])[:, None]
+            # (B, T, length) -> (B, 1, T, length)
         for index, block in enumerate(self.blocks):
-            x = block(x, positions, self.rotary, None if cache is None else cache.layers[index])
+            x = block(x, context, None if cache is None else cache.layers[index])
         return x
 
 
