@@ -45,7 +45,7 @@ class ModelConfig:
     audio_channels: int = 128
     audio_stride: int = 8  # frames per audio token (three stride-2 convs)
     max_audio_tokens: int = 64  # longer clips are average-pooled down to this many tokens
-    # offline tools whose findings are added to a user turn as text (engine.observe.TOOLS)
+    # offline tools whose findings are added to a user turn as text (engine.observe.TOOLS; "asr": engine.speech)
     observations: tuple[str, ...] = ()
     version: int = CONFIG_VERSION
 
@@ -59,8 +59,8 @@ class ModelConfig:
             problems.append("d_model must split into n_heads heads of even width")
         if self.image_size % (2 ** len(self.image_channels)):
             problems.append("image_size must be divisible by 2 ** len(image_channels)")
-        if set(self.observations) - {"ocr", "faces", "colors"}:
-            problems.append("observations may only name 'ocr', 'faces' and 'colors'")
+        if set(self.observations) - {"ocr", "faces", "colors", "asr"}:
+            problems.append("observations may only name 'ocr', 'faces', 'colors' and 'asr'")
         if self.audio_stride != 8:
             problems.append("audio_stride is fixed at 8 (three stride-2 convolutions)")
         if problems:
@@ -123,11 +123,11 @@ PRESETS: dict[str, ModelConfig] = {
                         image_size=32, image_channels=(16, 32), n_mels=32, audio_channels=32,
                         max_audio_tokens=16),
     # the built-in model trained on a 2-core CPU
-    "small": ModelConfig(observations=("ocr", "faces", "colors")),
+    "small": ModelConfig(observations=("ocr", "faces", "colors", "asr")),
     # a wider model for people with a GPU
     "base": ModelConfig(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, max_seq_len=2048,
                         image_size=128, image_channels=(48, 96, 192, 384), n_mels=80,
-                        audio_channels=256, max_audio_tokens=128, observations=("ocr", "faces", "colors")),
+                        audio_channels=256, max_audio_tokens=128, observations=("ocr", "faces", "colors", "asr")),
 }
 
 

@@ -26,6 +26,10 @@ from engine.tokenizer import ChatTokenizer
 from engine.types import Conversation, InputError, Turn
 
 
+class ContextTooLong(InputError):
+    """Even the last turn alone does not fit in the model's context window."""
+
+
 @dataclass
 class Prompt:
     """One tokenized sequence with its media, on the CPU."""
@@ -67,11 +71,16 @@ def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Pr
     _tokens(part, [tokenizer.role_id(turn.role)])
     pictures = [preprocess.read_image(source) for source in turn.images]
     images = [preprocess.image_to_tensor(picture, config.image_size) for picture in pictures]
-    if config.observations:
-        part.observations = [f"image {i + 1}: " + observe_image(picture, config.observations).as_text()
+    image_tools = tuple(tool for tool in config.observations if tool != "asr")
+    if image_tools:
+        part.observations = [f"image {i + 1}: " + observe_image(picture, image_tools).as_text()
                              for i, picture in enumerate(pictures)]
     audio = [preprocess.load_audio_features(source, n_mels=config.n_mels, hop_length=config.audio_hop_length,
                                             sample_rate=config.sample_rate) for source in turn.audio]
+    if "asr" in config.observations and turn.audio:
+        from engine.speech.asr import hear  # loads Whisper on first use; cached by content
+
+        part.observations += [f"audio {i + 1}: heard: {hear(source)}" for i, source in enumerate(turn.audio)]
     if (images or audio) and turn.role != "user":
         raise InputError("Only user turns can carry images or audio.")
     slot_position = None
@@ -115,7 +124,7 @@ def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: M
         first += 1
     if parts and first == len(parts):
         needed = len(head) + len(parts[-1]) + len(tail)
-        raise InputError(f"The message is too long for this model: it needs {needed} tokens and the model "
+        raise ContextTooLong(f"The message is too long for this model: it needs {needed} tokens and the model "
                          f"reads at most {max_tokens} here. Please shorten it or attach fewer files.")
     prompt = head
     for part in parts[first:]:

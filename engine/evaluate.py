@@ -1,0 +1,183 @@
+"""Evaluate a checkpoint on held-out data: `python -m engine.evaluate --model DIR --data DIR [--json]`.
+
+Reports perplexity on the assistant tokens, exact-match accuracy per question type (color,
+shape, count, position, word, sound kind …), and BLEU-4 / ROUGE-L on held-out chit-chat;
+writes `evaluation.md`, `evaluation.json` and `evaluation.png` into --out (default: beside
+the model). `--ablation` trains short runs of every fusion × decoder pair on the same data
+and budget (`--steps`) and writes the comparison table (`ablation.md`, `ablation.png`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from engine.backends.builtin import BuiltinBackend
+from engine.metrics import corpus_bleu, exact_match, rouge_l
+from engine.types import CheckpointError, Conversation, EngineError, GenerationConfig
+
+GREEDY = GenerationConfig(max_new_tokens=48, temperature=0.0)
+CHITCHAT = "chitchat"
+
+
+def _without_answer(conversation: Conversation) -> Conversation:
+    """The conversation up to (not including) its last assistant turn."""
+    turns = list(conversation.turns)
+    while turns and turns[-1].role == "assistant":
+        turns.pop()
+    return Conversation(conversation.system_prompt, turns)
+
+
+def check_compatible(model_dir: Path, run_dir: Path | None) -> None:
+    """Refuse a checkpoint whose config differs from the run it is said to come from."""
+    if run_dir is None or not (run_dir / "model" / "config.json").is_file():
+        return
+    ours = json.loads((model_dir / "config.json").read_text())
+    theirs = json.loads((run_dir / "model" / "config.json").read_text())
+    differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differ:
+        raise CheckpointError(f"{model_dir} was trained with another config than the run {run_dir}: "
+                              f"{', '.join(f'{k} {ours.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}.")
+
+
+def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16) -> dict:
+    """All metrics for one model on a list of dataset examples."""
+    from engine.train import encode_examples, evaluate_loss
+
+    prompts = encode_examples(examples, backend.tokenizer, backend.config, "encoding")
+    loss = evaluate_loss(backend.model, prompts, batch_size, backend.device)
+    by_type: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for start in tqdm(range(0, len(examples), batch_size), desc="answering", file=sys.stderr, leave=False):
+        batch = examples[start:start + batch_size]
+        replies = backend.generate_batch([_without_answer(e.conversation) for e in batch], GREEDY)
+        for example, reply in zip(batch, replies):
+            by_type[example.qtype].append((reply, example.answer))
+    results = {"examples": len(examples), "loss": round(loss, 4), "perplexity": round(math.exp(loss), 3),
+               "accuracy": {}, "samples": {}}
+    for qtype, pairs in sorted(by_type.items()):
+        if qtype == CHITCHAT:
+            predictions, references = zip(*pairs)
+            results["bleu"] = round(corpus_bleu(list(predictions), list(references)), 2)
+            results["rouge_l"] = round(rouge_l(list(predictions), list(references)), 2)
+        else:
+            results["accuracy"][qtype] = round(sum(exact_match(p, r) for p, r in pairs) / len(pairs), 4)
+        results["samples"][qtype] = [{"reply": p, "answer": r} for p, r in pairs[:3]]
+    return results
+
+
+def to_markdown(results: dict, title: str) -> str:
+    lines = [f"## {title}", "", f"Held-out examples: {results['examples']}; perplexity "
+             f"{results['perplexity']} (loss {results['loss']}).", "", "| question type | exact match |", "|---|---|"]
+    lines += [f"| {qtype} | {accuracy:.1%} |" for qtype, accuracy in results["accuracy"].items()]
+    if "bleu" in results:
+        lines += ["", f"Chit-chat: BLEU-4 {results['bleu']}, ROUGE-L {results['rouge_l']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(rows: dict[str, dict], path: Path) -> None:
+    """Grouped bars: accuracy per question type, one colour per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qtypes = sorted({q for r in rows.values() for q in r["accuracy"]})
+    fig, ax = plt.subplots(figsize=(max(6, len(qtypes) * 1.3), 4))
+    width = 0.8 / max(len(rows), 1)
+    for i, (name, result) in enumerate(rows.items()):
+        ax.bar([x + i * width for x in range(len(qtypes))], [result["accuracy"].get(q, 0) for q in qtypes],
+               width, label=name)
+    ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(qtypes))], qtypes)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("exact match")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ablation(data: str, out: Path, steps: int, limit: int, device: str) -> dict:
+    """Short runs of every fusion × decoder pair, same data, steps and seed."""
+    from engine.data import load_dataset
+    from engine.train import TrainConfig, train
+
+    examples = load_dataset(data, "heldout")[:limit]
+    rows = {}
+    for decoder in ("transformer", "lstm"):
+        for fusion in ("concat", "sum", "gated"):
+            name = f"{fusion} + {decoder}"
+            cfg = TrainConfig(data=data, out=str(out / f"{fusion}-{decoder}"), steps=steps, device=device,
+                              eval_every=steps, checkpoint_every=steps,
+                              model_overrides={"decoder": decoder, "fusion": fusion})
+            model_dir = train(cfg)
+            rows[name] = evaluate(BuiltinBackend.from_directory(model_dir, device=device), examples)
+    qtypes = sorted({q for r in rows.values() for q in r["accuracy"]})
+    lines = [f"Ablation: {steps} training steps each, same data and seed; {len(examples)} held-out examples.", "",
+             "| fusion + decoder | perplexity | " + " | ".join(qtypes) + " | BLEU | ROUGE-L |",
+             "|---" * (len(qtypes) + 4) + "|"]
+    for name, r in rows.items():
+        cells = [f"{r['accuracy'].get(q, 0):.1%}" for q in qtypes]
+        lines.append(f"| {name} | {r['perplexity']} | " + " | ".join(cells) + f" | {r.get('bleu', '–')} | {r.get('rouge_l', '–')} |")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2))
+    plot_accuracy(rows, out / "ablation.png")
+    print("\n".join(lines))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="checkpoint directory (default: the built-in model)")
+    parser.add_argument("--data", default="data/builtin", help="dataset directory from `python -m engine.data`")
+    parser.add_argument("--run", help="training run directory the model should come from (checked)")
+    parser.add_argument("--out", help="where to write the reports (default: the model directory's parent)")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate on the first N held-out examples")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
+    parser.add_argument("--ablation", action="store_true", help="train and compare fusion × decoder")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per ablation run")
+    args = parser.parse_args(argv)
+    try:
+        from engine.backends import DEFAULT_MODEL
+        from engine.data import load_dataset
+
+        if args.ablation:
+            out = Path(args.out or "runs/ablation")
+            out.mkdir(parents=True, exist_ok=True)
+            rows = ablation(args.data, out, args.steps, args.limit or 400, args.device)
+            if args.json:
+                print(json.dumps(rows))
+            return 0
+        model_dir = Path(args.model) if args.model else DEFAULT_MODEL
+        check_compatible(model_dir, Path(args.run) if args.run else None)
+        backend = BuiltinBackend.from_directory(model_dir, device=args.device)
+        examples = load_dataset(args.data, "heldout")
+        examples = examples[: args.limit] if args.limit else examples
+        with torch.inference_mode():
+            results = evaluate(backend, examples)
+    except (EngineError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else model_dir.parent
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(results, f"Evaluation of {model_dir}")
+    (out / "evaluation.md").write_text(markdown)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2))
+    plot_accuracy({backend.name: results}, out / "evaluation.png")
+    print(markdown)
+    if args.json:
+        print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

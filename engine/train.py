@@ -1,0 +1,259 @@
+"""Train the built-in model: `python -m engine.train --data DIR --out DIR [options]`.
+
+Data is a directory written by `python -m engine.data` (train.jsonl / heldout.jsonl + media).
+The run writes into --out:
+
+    train_config.json   the TrainConfig of this run
+    last/               resumable state: a checkpoint directory + optimizer.pt + state.json
+    model/              the final checkpoint (config.json, model.safetensors, tokenizer.json)
+    loss.png, log.jsonl the loss curves and every logged number
+
+An interrupted run resumes from `last/` when started again with the same --out. Training is
+deterministic for a given seed on one machine; CUDA runs use bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.config import ModelConfig, preset
+from engine.loading import load_checkpoint, resolve_device, save_checkpoint
+from engine.model import MultimodalModel
+from engine.prompt import ContextTooLong, Prompt, build_prompt, collate
+from engine.tokenizer import ChatTokenizer
+from engine.types import CheckpointError, EngineError, InputError
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/builtin"
+    out: str = "runs/builtin"
+    preset: str = "small"
+    model_overrides: dict = field(default_factory=dict)  # e.g. {"decoder": "lstm", "fusion": "sum"}
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decay down to lr * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_examples: int = 256
+    checkpoint_every: int = 250
+    max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str) -> list[Prompt]:
+    """Tokenize and preprocess every conversation once; over-long ones are left out (and counted)."""
+    prompts, too_long = [], 0
+    for example in tqdm(examples, desc=desc, file=sys.stderr, leave=False):
+        try:
+            prompt = build_prompt(example.conversation, tokenizer, config, add_generation_prompt=False)
+        except ContextTooLong:
+            too_long += 1
+            continue
+        except InputError as error:
+            raise InputError(f"Example {getattr(example, 'id', '?')} cannot be used: {error}") from error
+        if prompt.dropped_turns:
+            too_long += 1
+            continue
+        prompts.append(prompt)
+    if too_long:
+        print(f"{desc}: left out {too_long} conversations longer than {config.max_seq_len} tokens", file=sys.stderr)
+    if not prompts:
+        raise InputError(f"{desc}: no usable examples.")
+    return prompts
+
+
+def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the assistant tokens of a batch, and how many there were."""
+    inputs = collate(prompts, device)
+    width = inputs.ids.shape[1]
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        mask[row, : len(prompt)] = torch.tensor(prompt.target_mask)
+    mask = mask[:, 1:].to(device)  # position t predicts token t + 1
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        hidden = model(inputs)[:, :-1]  # (B, T-1, C)
+        logits = model.logits(hidden[mask])  # (n_targets, V)
+    targets = inputs.ids[:, 1:][mask]
+    return F.cross_entropy(logits.float(), targets), int(mask.sum())
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate_loss(model: MultimodalModel, prompts: list[Prompt], batch_size: int, device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(prompts), batch_size):
+        loss, n = batch_loss(model, prompts[start:start + batch_size], device)
+        total, count = total + loss.item() * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def _save_state(out: Path, model, tokenizer, optimizer, step: int, history: list[dict]) -> None:
+    tmp = out / "last.tmp"
+    save_checkpoint(tmp, model, tokenizer)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+    if (out / "last").exists():
+        (out / "last").rename(out / "last.old")
+    tmp.rename(out / "last")
+    if (out / "last.old").exists():
+        import shutil
+
+        shutil.rmtree(out / "last.old")
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    held = [(h["step"], h["heldout_loss"]) for h in history if "heldout_loss" in h]
+    if train:
+        ax.plot(*zip(*train), label="train", alpha=0.7)
+    if held:
+        ax.plot(*zip(*held), "o-", label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (assistant tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the final checkpoint directory."""
+    from engine.data import load_dataset
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    train_examples = load_dataset(cfg.data, "train")
+    heldout_examples = load_dataset(cfg.data, "heldout")
+
+    step, history = 0, []
+    if (out / "last" / "state.json").is_file():
+        model, tokenizer = load_checkpoint(out / "last", device=device, dtype=torch.float32)
+        state = json.loads((out / "last" / "state.json").read_text())
+        step, history = state["step"], state["history"]
+        print(f"Resuming from step {step} in {out / 'last'}", file=sys.stderr)
+    else:
+        texts = [t.text for e in train_examples for t in e.conversation.turns] + \
+                [e.conversation.system_prompt for e in train_examples]
+        base = preset(cfg.preset, **cfg.model_overrides)
+        tokenizer = ChatTokenizer.train(texts, vocab_size=base.vocab_size)
+        model = MultimodalModel(dataclasses.replace(base, vocab_size=tokenizer.vocab_size)).to(device)
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    model.train().requires_grad_(True)
+    config = model.config
+    print(f"Model: {model.num_parameters() / 1e6:.2f} M parameters, {config.decoder} decoder, "
+          f"{config.fusion} fusion, on {device}", file=sys.stderr)
+
+    train_prompts = encode_examples(train_examples, tokenizer, config, "encoding train")
+    heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out")[: cfg.eval_examples]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    if step and (out / "last" / "optimizer.pt").is_file():
+        optimizer.load_state_dict(torch.load(out / "last" / "optimizer.pt", map_location=device))
+
+    started = time.monotonic()
+    progress = tqdm(total=cfg.steps, initial=step, desc="training", file=sys.stderr, dynamic_ncols=True)
+    while step < cfg.steps:
+        order = random.Random(cfg.seed * 1_000_003 + step)  # the batch depends on (seed, step) only
+        batch = [train_prompts[i] for i in order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts)))]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        loss, _ = batch_loss(model, batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        history.append({"step": step, "loss": round(loss.item(), 5), "lr": group["lr"]})
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        out_of_time = cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+            heldout = evaluate_loss(model, heldout_prompts, cfg.batch_size, device)
+            history.append({"step": step, "heldout_loss": round(heldout, 5), "heldout_ppl": round(math.exp(heldout), 3)})
+            progress.write(f"step {step}: train {loss.item():.3f}, held-out {heldout:.3f} (ppl {math.exp(heldout):.2f})")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+            _save_state(out, model, tokenizer, optimizer, step, history)
+            plot_history(history, out / "loss.png")
+        if out_of_time:
+            progress.write(f"Stopping at step {step}: the {cfg.max_minutes}-minute budget is spent.")
+            break
+    progress.close()
+    with open(out / "log.jsonl", "w") as log:
+        log.writelines(json.dumps(h) + "\n" for h in history)
+    final = save_checkpoint(out / "model", model, tokenizer)
+    plot_history(history, out / "loss.png")
+    print(f"Saved {final}", file=sys.stderr)
+    return final
+
+
+def parse_args(argv=None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model_overrides":
+            parser.add_argument("--decoder", choices=["transformer", "lstm"])
+            parser.add_argument("--fusion", choices=["concat", "sum", "gated"])
+            continue
+        kind = type(f.default) if f.default is not dataclasses.MISSING else str
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
+    args = parser.parse_args(argv)
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    values.update({k: v for k, v in vars(args).items()
+                   if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    overrides = dict(values.pop("model_overrides", {}))
+    overrides.update({k: getattr(args, k) for k in ("decoder", "fusion") if getattr(args, k)})
+    return TrainConfig(**values, model_overrides=overrides)
+
+
+def main(argv=None) -> int:
+    try:
+        train(parse_args(argv))
+    except (EngineError, CheckpointError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

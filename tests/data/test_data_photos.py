@@ -1,0 +1,31 @@
+"""The photos shipped inside installed packages load offline and carry captions."""
+
+from __future__ import annotations
+
+import random
+
+from engine.data.photos import PHOTOS, available_photos, missing_photos, photo_conversations, photo_variant
+from engine.preprocess import read_image
+
+
+def test_every_photo_is_installed_and_loads_offline():
+    assert missing_photos() == [], "install scikit-image and matplotlib (see requirements.txt)"
+    for photo in available_photos():
+        image = read_image(photo.path)  # the engine's own reader: RGB, validated
+        assert image.mode == "RGB" and min(image.size) >= 90, photo.name
+        assert photo.caption.endswith(".") and len(photo.caption.split()) >= 5
+        assert all(q.endswith("?") and a.endswith(".") for q, a in photo.qa)
+
+
+def test_photo_names_are_unique_and_variants_are_reproducible():
+    assert len({p.name for p in PHOTOS}) == len(PHOTOS)
+    photo = next(p for p in available_photos() if p.name == "chelsea")
+    first = photo_variant(photo, random.Random("a"))
+    again = photo_variant(photo, random.Random("a"))
+    assert first.tobytes() == again.tobytes()
+    assert max(first.size) == 256
+    plain = photo_variant(photo, random.Random("a"), augment=False)
+    assert plain.size == (256, 170)  # 451x300 scaled down, aspect kept
+    talks = photo_conversations(photo, random.Random(0))
+    assert talks[0] == ("photo", ((talks[0][1][0][0], photo.caption),))
+    assert ("photo_qa", (("What animal is this?", "It is a cat."),)) in talks

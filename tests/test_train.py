@@ -1,0 +1,87 @@
+"""Training and evaluation on a small real dataset: outputs, determinism across a resume, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.data import BuildConfig, build_dataset
+from engine.evaluate import main as evaluate_main
+from engine.loading import load_checkpoint
+from engine.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dataset")
+    build_dataset(BuildConfig(out=out, scenes=12, sounds=6, photos=False, chitchat=True,
+                              cache_dir=tmp_path_factory.mktemp("sound_cache")))
+    return out
+
+
+def tiny_run(dataset, out, steps, **overrides):
+    return TrainConfig(data=str(dataset), out=str(out), preset="tiny", steps=steps, batch_size=6,
+                       eval_every=5, checkpoint_every=5, eval_examples=12, seed=3, **overrides)
+
+
+def test_training_writes_a_loadable_checkpoint_curves_and_learns(dataset, tmp_path):
+    model_dir = train(tiny_run(dataset, tmp_path / "run", steps=30, lr=3e-3))
+    model, tokenizer = load_checkpoint(model_dir, device="cpu")
+    assert model.config.vocab_size == tokenizer.vocab_size
+    for name in ("loss.png", "log.jsonl", "train_config.json", "last/state.json", "last/optimizer.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    held = [json.loads(line)["heldout_loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+            if "heldout_loss" in line]
+    assert len(held) == 6 and held[-1] < held[0]
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
+    whole = load_checkpoint(train(tiny_run(dataset, tmp_path / "whole", steps=10)), device="cpu")[0]
+    train(tiny_run(dataset, tmp_path / "split", steps=5))  # "interrupted" after 5 steps
+    resumed = load_checkpoint(train(tiny_run(dataset, tmp_path / "split", steps=10)), device="cpu")[0]
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+
+
+def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
+    model_dir = train(tiny_run(dataset, tmp_path / "lstm", steps=3, model_overrides={"decoder": "lstm", "fusion": "gated"}))
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["decoder"] == "lstm" and config["fusion"] == "gated"
+
+
+def test_evaluation_reports_every_metric(dataset, tmp_path, capsys):
+    model_dir = train(tiny_run(dataset, tmp_path / "run", steps=2))
+    assert evaluate_main(["--model", str(model_dir), "--data", str(dataset), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"perplexity", "accuracy", "bleu", "rouge_l"} <= set(results)
+    assert results["accuracy"] and all(0 <= v <= 1 for v in results["accuracy"].values())
+    for name in ("evaluation.md", "evaluation.json", "evaluation.png"):
+        assert (tmp_path / "eval" / name).is_file()
+
+
+def test_evaluating_a_checkpoint_of_another_config_says_so(dataset, tmp_path, capsys):
+    train(tiny_run(dataset, tmp_path / "a", steps=1))
+    other = train(tiny_run(dataset, tmp_path / "b", steps=1, model_overrides={"fusion": "sum"}))
+    assert evaluate_main(["--model", str(other), "--run", str(tmp_path / "a"), "--data", str(dataset)]) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+def test_missing_data_and_corrupt_resume_state_are_clear_errors(dataset, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    missing = subprocess.run([sys.executable, "-m", "engine.train", "--data", str(tmp_path / "nothing"),
+                              "--out", str(tmp_path / "r"), "--preset", "tiny", "--steps", "1"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "error:" in missing.stderr
+    train(tiny_run(dataset, tmp_path / "c", steps=2))
+    (tmp_path / "c" / "last" / "model.safetensors").write_bytes(b"garbage")
+    corrupt = subprocess.run([sys.executable, "-m", "engine.train", "--data", str(dataset), "--out", str(tmp_path / "c"),
+                              "--preset", "tiny", "--steps", "4"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert corrupt.returncode == 2 and "model.safetensors is corrupt" in corrupt.stderr
