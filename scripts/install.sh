@@ -10,8 +10,12 @@ cd "$(dirname "$0")/.."
 profile="${1:-run}"
 
 # System packages -------------------------------------------------------------------
-run_packages=(ffmpeg espeak-ng libsndfile1 libgl1 libglib2.0-0)
-test_packages=(sox libsox-fmt-all)
+# ffmpeg: audio decoding; espeak-ng: spoken replies; libportaudio2: desktop voice mode;
+# libgl1/libglib2.0-0: OpenCV (faces, OCR)
+run_packages=(ffmpeg espeak-ng libsndfile1 libportaudio2 libgl1 libglib2.0-0)
+# sox: speech fixtures; pulseaudio: a virtual microphone for the voice-mode tests;
+# chromium: browser tests (Playwright drives the system Chromium, no browser download)
+test_packages=(sox libsox-fmt-all pulseaudio pulseaudio-utils chromium)
 wanted=("${run_packages[@]}")
 [[ "$profile" == test ]] && wanted+=("${test_packages[@]}")
 if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
