@@ -2,9 +2,12 @@
 """Command-line entry point.
 
     python launch.py ask [--image FILE]... [--audio FILE]... [--model DIR] [--json] "message"
+    python launch.py voice [--hands-free] [--input-device N] [--list-devices] [--model DIR]
 
 `ask` answers one message with the built-in model (or --model DIR) and streams the reply.
-The web app (`serve`) and the desktop voice mode (`voice`) are added by their own issues.
+`voice` is the desktop voice mode: talk through the microphone, hear the reply
+(chat_app/voice; needs PortAudio, imported by this mode only).
+The web app (`serve`) is added by its own issue.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
     ask.add_arguments(ask_parser)
     ask_parser.set_defaults(handler=ask.run)
+
+    voice_parser = commands.add_parser("voice", help="talk through the microphone, hear the reply")
+    voice_parser.add_argument("--model", default=None, help="model directory (default: the built-in model)")
+    voice_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
+    from chat_app import voice  # cheap: sounddevice is imported only when the mode runs
+
+    voice.add_arguments(voice_parser)
+    voice_parser.set_defaults(handler=voice.run)
     return parser
 
 

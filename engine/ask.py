@@ -2,6 +2,8 @@
 
 Streams the reply to stdout as it is generated (logs go to stderr). With `--json` it then
 prints one JSON line: reply, transcript, observations, model, dropped_turns, timings.
+`transcript` is what was said in the --audio clips (engine.speech: the bundled Whisper
+tiny.en, or --asr-model); the model itself hears it through its "asr" observation.
 Bad input (a missing or unreadable file, a bad model directory, bad settings) prints one
 line to stderr and exits with status 2, without a traceback.
 """
@@ -28,7 +30,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--asr-model", default=None, metavar="NAME_OR_DIR",
+                        help="speech recognition model for --audio: a faster-whisper name (downloaded, online "
+                             "only) or a CTranslate2 directory (default: the bundled Whisper tiny.en)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def _transcribe(clips: list[str], asr_model: str | None) -> str:
+    """The speech in the clips (joined), also shown on stderr; the prompt reuses the cached result."""
+    from engine.speech.asr import default_transcriber, set_default_model
+
+    set_default_model(asr_model)
+    texts = []
+    for clip in clips:
+        transcript = default_transcriber().transcribe(clip)
+        for warning in transcript.warnings:
+            print(f"note: {warning}", file=sys.stderr)
+        if transcript.heard:
+            print(f"heard in {clip}: {transcript.text}", file=sys.stderr)
+            texts.append(transcript.text)
+    return " ".join(texts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Loading model {args.model or 'builtin'} (device {args.device})…", file=sys.stderr)
         backend = load_backend(args.model, device=args.device)
         loaded = time.perf_counter()
+        transcript = _transcribe(args.audio, args.asr_model) if args.audio else None
+        heard = time.perf_counter()
         conversation = Conversation(args.system, [Turn("user", args.message, images=list(args.image),
                                                        audio=list(args.audio))])
         info = ReplyInfo()
@@ -63,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         summary = {
             "reply": "".join(pieces),
-            "transcript": None,  # filled once speech recognition is part of the engine
+            "transcript": transcript,  # what was said in the --audio clips (None without audio)
             "observations": info.observations,
             "model": backend.name,
             "device": str(getattr(backend, "device", "")),
@@ -73,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             "new_tokens": info.new_tokens,
             "timings": {
                 "load_s": round(loaded - started, 4),
+                "asr_s": round(heard - loaded, 4),
                 "first_token_s": round(info.time_to_first_token_s or 0.0, 4),
                 "total_s": round(info.total_time_s, 4),
                 "tokens_per_s": round(info.tokens_per_second, 2),
