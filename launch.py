@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Command-line entry point.
 
+    python launch.py [serve] [--host H] [--port P] [--model M] [--share] [--auth U:P] ...
     python launch.py ask [--image FILE]... [--audio FILE]... [--model DIR] [--json] "message"
     python launch.py voice [--hands-free] [--input-device N] [--list-devices] [--model DIR]
 
 `ask` answers one message with the built-in model (or --model DIR) and streams the reply.
 `voice` is the desktop voice mode: talk through the microphone, hear the reply
 (chat_app/voice; needs PortAudio, imported by this mode only).
-The web app (`serve`) is added by its own issue.
+`serve` (the default) is the web app at http://127.0.0.1:7860 (chat_app/serve.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ import argparse
 import sys
 
 
+COMMANDS = {"serve", "ask", "voice"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description="A multimodal chatbot: text, images and speech.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    from chat_app import serve
     from engine import ask
+
+    serve_parser = commands.add_parser("serve", help="the web app (default)")
+    serve.add_arguments(serve_parser)
+    serve_parser.set_defaults(handler=serve.run)
 
     ask_parser = commands.add_parser("ask", help="answer one message and exit")
     ask_parser.add_argument("--model", default=None, help="model directory (default: the built-in model)")
@@ -39,12 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help(sys.stderr)
-        print("\nThe web app (`serve`) is not part of this version yet; use `ask` for now.", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS | {"-h", "--help"}:
+        argv.insert(0, "serve")  # `python launch.py --port 8080` serves the web app
+    args = build_parser().parse_args(argv)
     return args.handler(args)
 
 
