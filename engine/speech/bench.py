@@ -15,8 +15,9 @@ Measures on this machine, with a 5-second utterance spoken by espeak-ng:
   The audio device's own output latency (tens of ms with PortAudio) is not included.
 
 The reply comes from --model DIR, else the shipped built-in model, else a random-weight model
-of the "small" preset (same compute, meaningless text: its first sentence may end late, so
-an estimate for a typical first sentence of the same model speed is printed beside it).
+of the "small" preset (same compute, meaningless text: its reply may be empty, and then its
+first token is the end marker, and its first sentence may end late or never, so an estimate
+for a typical first sentence at the same model speed is printed beside it).
 A table goes to stdout; with --json the last line is one JSON object.
 """
 
@@ -51,7 +52,10 @@ def _backend(model: str | None, device: str):
     from engine.model import MultimodalModel
     from engine.tokenizer import ChatTokenizer
 
+    import torch
+
     tokenizer = ChatTokenizer.train([UTTERANCE, TYPICAL_FIRST_SENTENCE, "What is in the picture?"] * 50, vocab_size=512)
+    torch.manual_seed(0)
     network = MultimodalModel(preset("small", vocab_size=tokenizer.vocab_size))
     return BuiltinBackend(network, tokenizer, name="random:small"), "random weights, preset small"
 
@@ -97,6 +101,8 @@ def voice_turn(audio: np.ndarray, speech_end_s: float, transcriber, backend, min
             first_audio = event.at
             break
     stream.close()
+    if first_token is None:  # an empty reply (random weights): its first token was the end marker
+        first_token = time.perf_counter()
     return {"vad_decision_s": decided - speech_end, "asr_s": heard - decided,
             "first_token_s": first_token - speech_end if first_token else None,
             "first_audio_s": first_audio - speech_end if first_audio else None, "transcript": transcript.text}
@@ -149,7 +155,10 @@ def run(args) -> dict:
     began = time.perf_counter()
     synthesize(TYPICAL_FIRST_SENTENCE)
     tts_s = time.perf_counter() - began
-    median = lambda key: statistics.median(t[key] for t in turns) if all(t[key] is not None for t in turns) else None
+    def median(key):  # over the turns that had it (a random model's reply can be empty)
+        values = [t[key] for t in turns if t[key] is not None]
+        return statistics.median(values) if values else None
+
     first_token = median("first_token_s")
     speed = info.tokens_per_second if info.new_tokens >= 8 else None  # too short a reply to time
     decode_s = (sentence_tokens - 1) / speed if speed else None

@@ -9,10 +9,12 @@
 
 The recording keeps `preroll_s` of sound from before the speech was confirmed (Silero VAD
 confirms it a little late; the first word is not clipped). Early transcription: once a pause
-has lasted `early_ms`, the recording so far is transcribed in a background thread; if the
-pause becomes the end of the turn, `feed` returns exactly that recording, so the
-transcription (cached by content) is already done or under way. If speech resumes, the
-guess is dropped. This hides up to min_silence_ms - early_ms of recognition time.
+has lasted `early_ms` (300 ms: longer than most pauses at a comma), the recording so far is
+transcribed in a background thread; if the pause becomes the end of the turn, `feed` returns
+exactly that recording, so the transcription (cached by content) is already done or under
+way. If speech resumes, the guess is dropped (one guess at a time; a stale one is not
+cancelled, so pauses just over early_ms cost CPU). This hides up to min_silence_ms - early_ms
+of recognition time.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from engine.speech.vad import SAMPLE_RATE, EndOfSpeech
 
 class TurnTaker:
     def __init__(self, transcriber=None, min_silence_ms: int = 700, threshold: float = 0.5,
-                 preroll_s: float = 1.0, max_seconds: float = 120.0, early_ms: int = 200):
+                 preroll_s: float = 1.0, max_seconds: float = 120.0, early_ms: int = 300):
         self.transcriber, self.preroll_s, self.max_seconds = transcriber, preroll_s, max_seconds
         self.early_ms = min(early_ms, min_silence_ms // 2)
+        self._worker: threading.Thread | None = None  # at most one early transcription at a time
         self.detector = EndOfSpeech(min_silence_ms=min_silence_ms, threshold=threshold)
         self.reset()
 
@@ -69,7 +72,8 @@ class TurnTaker:
         pause_ms = self.silence_after_speech_s * 1000
         if pause_ms == 0.0:
             self._early = None  # speech goes on: the early guess is stale
-        elif self._early is None and pause_ms >= self.early_ms and not self.detector.ended:
+        elif (self._early is None and pause_ms >= self.early_ms and not self.detector.ended
+              and not (self._worker and self._worker.is_alive())):
             self._early = np.concatenate(self._chunks)
             if self.transcriber is not None:
                 self._transcribe_in_background(self._early)
@@ -86,4 +90,5 @@ class TurnTaker:
             except Exception:  # noqa: BLE001 - the real call reports it
                 pass
 
-        threading.Thread(target=work, daemon=True, name="early-asr").start()
+        self._worker = threading.Thread(target=work, daemon=True, name="early-asr")
+        self._worker.start()

@@ -47,9 +47,9 @@ def test_nothing_but_silence_is_never_a_turn():
 
 
 def test_a_short_pause_inside_the_turn_drops_the_early_guess(question):
-    pause = np.zeros(int(0.35 * 16000), np.float32)  # longer than early_ms, shorter than min_silence_ms
+    pause = np.zeros(int(0.5 * 16000), np.float32)  # longer than early_ms, shorter than min_silence_ms
     audio = np.concatenate([np.zeros(8000, np.float32), question, pause, question, np.zeros(24000, np.float32)])
-    recording, _ = stream(TurnTaker(None, min_silence_ms=700, early_ms=200), audio)
+    recording, _ = stream(TurnTaker(None, min_silence_ms=900, early_ms=300), audio)
     assert recording.size > 2 * question.size  # both halves, not the guess made during the short pause
 
 
@@ -61,7 +61,7 @@ def test_the_transcription_starts_during_the_pause_and_is_reused(monkeypatch, tr
                         lambda self, *args: decodes.append(time.perf_counter()) or real(self, *args))
     audio = np.concatenate([np.zeros(8000, np.float32), question * 0.9, np.zeros(32000, np.float32)])
     transcriber.clear_cache()
-    taker = TurnTaker(transcriber, min_silence_ms=1000, early_ms=200)
+    taker = TurnTaker(transcriber, min_silence_ms=1000, early_ms=300)
     recording, _ = stream(taker, audio, pace=1.0)  # real time: the guess decodes during the pause
     decided = time.perf_counter()
     transcript = transcriber.transcribe(wav_bytes(recording, 16000))
