@@ -142,7 +142,8 @@ def build_app(backend, store: ConversationStore, settings: Settings, speech: Spe
             if guest:
                 turns = f"{guest.turns_per_hour} message{'s' if guest.turns_per_hour != 1 else ''}"
                 gr.Markdown(f"⚠️ Shared guest session: at most {turns} an hour and "
-                            f"{min(settings.max_upload_mb, guest.max_upload_mb):g} MB per file.", elem_id="guest-banner")
+                            f"{min(settings.max_upload_mb, guest.max_upload_mb):g} MB per file.",
+                            elem_id="guest-banner")
             chatbot = gr.Chatbot(
                 elem_id="chat", show_label=False, scale=1, min_height=320, height="60vh", editable="user",
                 buttons=["copy", "copy_all"], sanitize_html=True, allow_tags=False, render_markdown=True,
@@ -425,11 +426,10 @@ def build_app(backend, store: ConversationStore, settings: Settings, speech: Spe
             """Your conversations whose messages match `query` (all of them when empty)."""
             key = user_key(request, browser_id)
             choices = service.history.search(key, query or "")
-            if query and query.strip() and not choices:
-                choices = []
             value = conversation_id if any(c[1] == conversation_id for c in choices) else None
             return gr.update(choices=choices, value=value,
-                             label=f"Matches for “{query.strip()}”" if query and query.strip() else "Your conversations")
+                             label=f"Matches for “{query.strip()}”" if query and query.strip()
+                             else "Your conversations")
 
         search.change(on_search, [browser, search, conversation], [conversations], api_name="search",
                       trigger_mode="always_last", **light)

@@ -558,7 +558,8 @@ class ChatService:
             run.shown = text  # the final update shows all of it
         except Exception as error:  # noqa: BLE001 - any failure of the model ends the reply, not the app
             log.exception("reply failed")
-            state["problem"] = f"The model failed: {error}" if str(error) else f"The model failed ({type(error).__name__})."
+            state["problem"] = (f"The model failed: {error}" if str(error)
+                                else f"The model failed ({type(error).__name__}).")
             run.shown = text
         self._finish(run, user_key, conversation_id, state, info, begin)
 

@@ -214,7 +214,8 @@ def test_bad_input_gets_a_clear_message_and_no_script_runs(chromium, server, not
 
     send(page, "and now a normal question")  # the app keeps working, the history is intact
     page.wait_for_function(
-        "[...document.querySelectorAll(\"#chat [data-testid='user']\")].some(e => e.innerText.includes('normal question'))",
+        "[...document.querySelectorAll(\"#chat [data-testid='user']\")]"
+        ".some(e => e.innerText.includes('normal question'))",
         timeout=30_000)
     wait_until_idle(page)
     page.reload(wait_until="load")
