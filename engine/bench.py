@@ -4,8 +4,9 @@
     python -m engine.bench --preset base --device cuda --new-tokens 128
     python -m engine.bench --model assets/models/builtin --json --plot bench.png
 
-Measures, in one run on one machine, with random weights and a random text-only prompt of
---prompt-tokens ids, greedy, exactly --new-tokens new tokens (no stop ids):
+Measures, in one run on one machine, with random weights (the checkpoint's for the engine with
+--model) and a random text-only prompt of --prompt-tokens ids, greedy, exactly --new-tokens
+new tokens (no stop ids):
 
 - TTFT and decode tokens/s at batch 1 for the engine (`engine.generation.generate`) and for
   `transformers` `LlamaForCausalLM.generate` of the same width, depth, heads, SwiGLU width and
@@ -33,11 +34,10 @@ import statistics
 import sys
 import time
 
+from importlib.metadata import version
+
 import torch
-import transformers
 from tqdm import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.generation.streamers import BaseStreamer
 
 from engine.config import PRESETS, ModelConfig, preset
 from engine.decoder import FeedForward
@@ -51,6 +51,7 @@ BATCH_SIZES = (1, 4, 8)
 
 
 def clock(device: torch.device) -> float:
+    """perf_counter, after the GPU's queued work is done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -61,7 +62,9 @@ def ffn_hidden(config: ModelConfig) -> int:
     return FeedForward(config).down.in_features
 
 
-def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> LlamaForCausalLM:
+def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM  # slow to import: only when measuring
+
     hf_config = LlamaConfig(hidden_size=config.d_model, num_hidden_layers=config.n_layers,
                             num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
                             intermediate_size=ffn_hidden(config), vocab_size=config.vocab_size,
@@ -93,24 +96,25 @@ def time_engine(model: MultimodalModel, ids: torch.Tensor, new_tokens: int) -> l
     return times
 
 
-class TokenClock(BaseStreamer):
-    """Records the clock at every new token; generate's first put() is the prompt and is skipped."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.times, self.prompt_seen = device, [], False
-
-    def put(self, value):
-        if self.prompt_seen:
-            self.times.append(clock(self.device))
-        self.prompt_seen = True
-
-    def end(self):
-        pass
-
-
-def time_hf(model: LlamaForCausalLM, ids: torch.Tensor, new_tokens: int) -> list[float]:
+def time_hf(model, ids: torch.Tensor, new_tokens: int) -> list[float]:
     """Clock readings: [call, token 1, ..., token N]."""
-    streamer = TokenClock(ids.device)
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenClock(BaseStreamer):
+        """Records the clock at every new token; generate's first put() is the prompt and is skipped."""
+
+        def __init__(self):
+            self.times, self.prompt_seen = [], False
+
+        def put(self, value):
+            if self.prompt_seen:
+                self.times.append(clock(ids.device))
+            self.prompt_seen = True
+
+        def end(self):
+            pass
+
+    streamer = TokenClock()
     with torch.inference_mode():
         started = clock(ids.device)
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
@@ -142,9 +146,10 @@ def machine_info(device: torch.device, dtype: torch.dtype) -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "device": str(device),
+            "torch": torch.__version__, "transformers": version("transformers"), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "dtype": str(dtype).replace("torch.", ""), "python": platform.python_version()}
+            "dtype": str(dtype).replace("torch.", ""), "python": platform.python_version(),
+            "load_average": round(os.getloadavg()[0], 2)}
 
 
 def plot(result: dict, path: str) -> None:
@@ -171,8 +176,8 @@ def plot(result: dict, path: str) -> None:
 
 def report(result: dict) -> str:
     m, c, p = result["machine"], result["config"], result["params"]
-    lines = [f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads)"
-             + (f", GPU {m['gpu']}" if m["gpu"] else ""),
+    lines = [f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
+             f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
              f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
              f"run      device {m['device']}, dtype {m['dtype']}, {c['prompt_tokens']} prompt tokens, "
              f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
@@ -191,7 +196,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(model: MultimodalModel, hf_model: LlamaForCausalLM, args: argparse.Namespace) -> dict:
+def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace) -> dict:
     """The timed part: batch 1 engine vs HF, then the engine at every batch size; medians."""
     device, N = model.lm_head.weight.device, args.new_tokens
     generator = torch.Generator().manual_seed(args.seed)
@@ -204,9 +209,8 @@ def run_benchmark(model: MultimodalModel, hf_model: LlamaForCausalLM, args: argp
                          progress)
         batch_tok_s = {}
         for B in BATCH_SIZES:
-            walls = measure(lambda: (lambda t: t[-1] - t[0])(time_engine(model, prompts[:B], N)),
-                            args.warmup, args.repeats, progress)
-            batch_tok_s[str(B)] = B * N / statistics.median(walls)
+            runs = measure(lambda: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
+            batch_tok_s[str(B)] = B * N / statistics.median(t[-1] - t[0] for t in runs)  # whole call
     median = statistics.median
     result = {"ttft_ms": median(t for t, _ in ours), "decode_tok_s": median(r for _, r in ours),
               "hf_ttft_ms": median(t for t, _ in theirs), "hf_decode_tok_s": median(r for _, r in theirs),
@@ -259,10 +263,14 @@ def main(argv=None) -> int:
         print(f"error: --prompt-tokens + --new-tokens must fit in max_seq_len={config.max_seq_len}", file=sys.stderr)
         return 2
     hf_model = build_hf_model(config, device, dtype)
+    machine = machine_info(device, dtype)  # before the run: the load average is other programs'
+    if machine["load_average"] > 0.5 * machine["cores"]:
+        print(f"warning: the machine is busy (load average {machine['load_average']} on {machine['cores']} "
+              "cores); timings will be noisy", file=sys.stderr)
     result = run_benchmark(model, hf_model, args)
     result["params"] = {"engine": model.num_parameters(), "engine_text": text_parameters(model),
                         "hf": sum(p.numel() for p in hf_model.parameters())}
-    result["machine"] = machine_info(device, dtype)
+    result["machine"] = machine
     sizes = ("decoder", "d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len")
     result["config"] = {"source": args.model or f"preset {args.preset}", **{k: getattr(config, k) for k in sizes},
                         "ffn_hidden": ffn_hidden(config), "prompt_tokens": args.prompt_tokens,

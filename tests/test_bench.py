@@ -1,4 +1,4 @@
-"""`python -m engine.bench` on the tiny preset, in a real subprocess: JSON keys, types, a PNG. No timings asserted."""
+"""`python -m engine.bench` on the tiny preset in a real subprocess: JSON keys and types, a PNG; no timings asserted."""
 
 import json
 import os
@@ -22,10 +22,12 @@ def bench(*args):
 
 
 @pytest.fixture(scope="module")
-def summary():
-    result = bench("--json")
+def summary(tmp_path_factory):
+    """One run serves every test: (JSON object, the table above it, the --plot path)."""
+    plot = tmp_path_factory.mktemp("bench") / "bench.png"
+    result = bench("--json", "--plot", plot)
     *table, last = result.stdout.rstrip("\n").split("\n")
-    return json.loads(last), "\n".join(table)
+    return json.loads(last), "\n".join(table), plot
 
 
 def positive(value):
@@ -33,7 +35,7 @@ def positive(value):
 
 
 def test_json_is_the_last_line_with_positive_numbers(summary):
-    data, _ = summary
+    data, _, _ = summary
     for key in ("ttft_ms", "decode_tok_s", "hf_ttft_ms", "hf_decode_tok_s", "speedup_decode", "ttft_ratio"):
         assert positive(data[key]), key
     assert set(data["batch_tok_s"]) == {"1", "4", "8"}
@@ -41,7 +43,7 @@ def test_json_is_the_last_line_with_positive_numbers(summary):
 
 
 def test_both_models_have_the_same_text_path_and_the_run_is_described(summary):
-    data, table = summary
+    data, table, _ = summary
     params = data["params"]
     assert params["engine_text"] == params["hf"] and params["engine"] >= params["hf"]
     assert data["config"]["d_model"] == 64 and data["config"]["new_tokens"] == 8
@@ -50,8 +52,13 @@ def test_both_models_have_the_same_text_path_and_the_run_is_described(summary):
     assert "decode tokens/s" in table and "time to first token" in table
 
 
-def test_plot_writes_a_png(tmp_path):
-    path = tmp_path / "bench.png"
-    result = bench("--plot", path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "decode tokens/s" in result.stdout and not result.stdout.rstrip().endswith("}")
+def test_plot_writes_a_png(summary):
+    _, _, plot = summary
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_settings_exit_2_with_one_line(capsys):
+    from engine.bench import main
+
+    assert main(["--preset", "tiny", "--prompt-tokens", "300"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --prompt-tokens + --new-tokens must fit in max_seq_len=256"
