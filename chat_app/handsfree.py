@@ -14,10 +14,9 @@ microphone's sound is dropped. numpy only; nothing here imports gradio or torch.
 
 from __future__ import annotations
 
-import io
-import wave
-
 import numpy as np
+
+from engine.speech.tts import wav_bytes
 
 VAD_RATE = 16000
 
@@ -39,17 +38,6 @@ def resample(samples: np.ndarray, rate: int, target: int = VAD_RATE) -> np.ndarr
         return samples
     count = max(1, int(round(samples.size * target / rate)))
     return np.interp(np.linspace(0, samples.size - 1, count), np.arange(samples.size), samples).astype(np.float32)
-
-
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-    return buffer.getvalue()
 
 
 class Listener:
