@@ -90,6 +90,7 @@ def generate(model: MultimodalModel, inputs: ModelInputs, config: GenerationConf
         stops = torch.tensor(sorted(stop_ids), device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         positions = inputs.lengths.clone()  # where each row's next token goes
+        furthest = int(positions.max())  # = positions.max(), kept on the host: no sync per step
         logits = prefill(model, inputs, cache)
         for _ in range(config.max_new_tokens):
             tokens = sample(logits, config, generator, seen)
@@ -98,12 +99,13 @@ def generate(model: MultimodalModel, inputs: ModelInputs, config: GenerationConf
             done |= torch.isin(tokens, stops)
             if bool(done.all()) or (cancel is not None and cancel.is_set()):
                 return
-            if int(positions.max()) >= cache_len:  # context window full
+            if furthest >= cache_len:  # context window full
                 return
             if seen is not None:
                 seen[torch.arange(batch, device=device), tokens] = True
             logits = decode_one_token(model, tokens, positions, cache)
             positions += 1
+            furthest += 1
     finally:
         _live_caches.discard(cache)
         del cache

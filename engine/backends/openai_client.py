@@ -26,7 +26,6 @@ import json
 import os
 import threading
 import time
-import wave
 from typing import Iterator
 
 import httpx
@@ -34,6 +33,7 @@ import httpx
 from engine import preprocess
 from engine.backends.base import Capabilities
 from engine.backends.errors import BackendError
+from engine.speech.tts import wav_bytes
 from engine.backends.media import TEXT_ONLY_NOTICE, Transcriber, audio_notes, image_notes, with_notes
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo, Turn
 
@@ -249,16 +249,8 @@ def _image_part(picture) -> dict:
 
 
 def _audio_part(source) -> dict:
-    waveform = preprocess.read_audio(source, 16000)
-    samples = (waveform * 32767).round().short().numpy()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as clip:
-        clip.setnchannels(1)
-        clip.setsampwidth(2)
-        clip.setframerate(16000)
-        clip.writeframes(samples.tobytes())
-    return {"type": "input_audio",
-            "input_audio": {"data": base64.b64encode(buffer.getvalue()).decode("ascii"), "format": "wav"}}
+    clip = wav_bytes(preprocess.read_audio(source, 16000).numpy(), 16000)
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip).decode("ascii"), "format": "wav"}}
 
 
 def _error_message(response_or_body) -> str:
