@@ -48,20 +48,50 @@ def check_compatible(model_dir: Path, run_dir: Path | None) -> None:
                               f"{', '.join(f'{k} {ours.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}.")
 
 
-def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16) -> dict:
+def names_every_shape(reply: str, scene: dict) -> bool:
+    """Does a description name each shape of the scene with its colour ("red circle")?"""
+    return all(f"{shape['color']} {shape['kind']}" in reply.lower() for shape in scene["shapes"])
+
+
+def says_something_true(reply: str, seen) -> bool:
+    """Does a reply about a photo pass on something the tools saw: a colour, its text, a face?"""
+    words = set(reply.lower().replace(".", " ").replace(",", " ").split())
+    return bool(words & set(seen.colors) or any(line.lower() in reply.lower() for line in seen.text)
+                or (seen.faces and "face" in words))
+
+
+def grounding_checks(example, reply: str) -> dict[str, bool]:
+    """The issue's bars on descriptions, for one example: name -> passed (empty when none applies)."""
+    scene = example.meta.get("scene")
+    if example.qtype == "describe" and scene and scene["background"] == "plain" and 1 <= len(scene["shapes"]) <= 3:
+        return {"describe names every shape (plain scene, 1-3 shapes)": names_every_shape(reply, scene)}
+    if example.source == "photo" and example.qtype == "photo":
+        from engine import preprocess
+        from engine.observe import observe_image
+
+        seen = observe_image(preprocess.read_image(example.conversation.turns[0].images[0]))
+        return {"says something true about a photo it never saw": says_something_true(reply, seen)}
+    return {}
+
+
+def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, observation_cache: Path | None = None) -> dict:
     """All metrics for one model on a list of dataset examples."""
     from engine.train import encode_examples, evaluate_loss
 
-    prompts = encode_examples(examples, backend.tokenizer, backend.config, "encoding")
+    prompts = encode_examples(examples, backend.tokenizer, backend.config, "encoding", observation_cache)
     loss = evaluate_loss(backend.model, prompts, batch_size, backend.device)
     by_type: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    checks: dict[str, list[bool]] = defaultdict(list)
     for start in tqdm(range(0, len(examples), batch_size), desc="answering", file=sys.stderr, leave=False):
         batch = examples[start:start + batch_size]
         replies = backend.generate_batch([_without_answer(e.conversation) for e in batch], GREEDY)
         for example, reply in zip(batch, replies):
             by_type[example.qtype].append((reply, example.answer))
+            for name, passed in grounding_checks(example, reply).items():
+                checks[name].append(passed)
     results = {"examples": len(examples), "loss": round(loss, 4), "perplexity": round(math.exp(loss), 3),
-               "accuracy": {}, "samples": {}}
+               "accuracy": {}, "samples": {},
+               "checks": {name: {"passed": sum(v), "of": len(v)} for name, v in sorted(checks.items())}}
     for qtype, pairs in sorted(by_type.items()):
         if qtype == CHITCHAT:
             predictions, references = zip(*pairs)
@@ -79,6 +109,8 @@ def to_markdown(results: dict, title: str) -> str:
     lines += [f"| {qtype} | {accuracy:.1%} |" for qtype, accuracy in results["accuracy"].items()]
     if "bleu" in results:
         lines += ["", f"Chit-chat: BLEU-4 {results['bleu']}, ROUGE-L {results['rouge_l']}."]
+    for name, check in results.get("checks", {}).items():
+        lines += ["", f"{name[0].upper() + name[1:]}: {check['passed']} of {check['of']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +140,7 @@ def plot_accuracy(rows: dict[str, dict], path: Path) -> None:
 def ablation(data: str, out: Path, steps: int, limit: int, device: str) -> dict:
     """Short runs of every fusion × decoder pair, same data, steps and seed."""
     from engine.data import load_dataset
-    from engine.train import TrainConfig, train
+    from engine.train import OBSERVATION_CACHE, TrainConfig, train
 
     examples = load_dataset(data, "heldout")[:limit]
     rows = {}
@@ -119,7 +151,8 @@ def ablation(data: str, out: Path, steps: int, limit: int, device: str) -> dict:
                               eval_every=steps, checkpoint_every=steps,
                               model_overrides={"decoder": decoder, "fusion": fusion})
             model_dir = train(cfg)
-            rows[name] = evaluate(BuiltinBackend.from_directory(model_dir, device=device), examples)
+            rows[name] = evaluate(BuiltinBackend.from_directory(model_dir, device=device), examples,
+                                  observation_cache=Path(data) / OBSERVATION_CACHE)
     qtypes = sorted({q for r in rows.values() for q in r["accuracy"]})
     lines = [f"Ablation: {steps} training steps each, same data and seed; {len(examples)} held-out examples.", "",
              "| fusion + decoder | perplexity | " + " | ".join(qtypes) + " | BLEU | ROUGE-L |",
@@ -149,6 +182,7 @@ def main(argv=None) -> int:
     try:
         from engine.backends import DEFAULT_MODEL
         from engine.data import load_dataset
+        from engine.train import OBSERVATION_CACHE
 
         if args.ablation:
             out = Path(args.out or "runs/ablation")
@@ -163,7 +197,7 @@ def main(argv=None) -> int:
         examples = load_dataset(args.data, "heldout")
         examples = examples[: args.limit] if args.limit else examples
         with torch.inference_mode():
-            results = evaluate(backend, examples)
+            results = evaluate(backend, examples, observation_cache=Path(args.data) / OBSERVATION_CACHE)
     except (EngineError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,9 +31,13 @@ from tqdm import tqdm
 from engine.config import ModelConfig, preset
 from engine.loading import load_checkpoint, resolve_device, save_checkpoint
 from engine.model import MultimodalModel
+from engine.observe_cache import load_observations
 from engine.prompt import ContextTooLong, Prompt, build_prompt, collate
 from engine.tokenizer import ChatTokenizer
 from engine.types import CheckpointError, EngineError, InputError
+
+
+OBSERVATION_CACHE = "observations.json"  # in the dataset folder
 
 
 @dataclass
@@ -58,8 +62,14 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
-def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str) -> list[Prompt]:
-    """Tokenize and preprocess every conversation once; over-long ones are left out (and counted)."""
+def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
+                    observation_cache: Path | None = None) -> list[Prompt]:
+    """Tokenize and preprocess every conversation once; over-long ones are left out (and counted).
+
+    The tools' observations of every medium are read from `observation_cache` (a JSON file,
+    see engine.observe_cache) or computed once and written there.
+    """
+    load_observations(examples, config.observations, observation_cache)
     prompts, too_long = [], 0
     for example in tqdm(examples, desc=desc, file=sys.stderr, leave=False):
         try:
@@ -182,8 +192,9 @@ def train(cfg: TrainConfig) -> Path:
     print(f"Model: {model.num_parameters() / 1e6:.2f} M parameters, {config.decoder} decoder, "
           f"{config.fusion} fusion, on {device}", file=sys.stderr)
 
-    train_prompts = encode_examples(train_examples, tokenizer, config, "encoding train")
-    heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out")[: cfg.eval_examples]
+    cache = Path(cfg.data) / OBSERVATION_CACHE
+    train_prompts = encode_examples(train_examples, tokenizer, config, "encoding train", cache)
+    heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

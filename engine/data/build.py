@@ -4,7 +4,7 @@
 
 writes
     images/scenes/{train,heldout}/NNNNN.png   generated scenes
-    images/photos/NAME-V.jpg                  shipped photos (train only: there are 24)
+    images/photos/NAME-V.jpg                  shipped photos (24; three of them held out)
     audio/KEY.wav                             16 kHz mono clips, named by the hash of their spec
     train.jsonl, heldout.jsonl                one conversation per line (see engine.data.dataset)
     manifest.json                             the build settings and counts per split and qtype
@@ -30,11 +30,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine import preprocess
 from engine.data import audio_qa, chitchat, photos
 from engine.data.dataset import DataError, record, write_jsonl
 from engine.data.questions import scene_questions
 from engine.data.scenes import Scene, random_scene, render_scene
 from engine.data.sounds import default_cache_dir, render_all
+from engine.observe import observe_image
 
 OWNED = ("images", "audio", "train.jsonl", "heldout.jsonl", "manifest.json")
 
@@ -121,16 +123,20 @@ def scene_records(cfg: BuildConfig, split: str, specs: list[Scene]) -> list[dict
 # ----------------------------------------------------------------------------- photos, chit-chat, sounds
 
 
-def photo_records(cfg: BuildConfig) -> list[dict]:
+def photo_records(cfg: BuildConfig, split: str) -> list[dict]:
+    """Train: every photo but the held-out ones, in `photo_variants` copies; held-out: those
+    few, unchanged, to check that on a photo it never saw the model says something true."""
     folder = Path("images") / "photos"
     (cfg.out / folder).mkdir(parents=True, exist_ok=True)
     records = []
-    for photo in tqdm(photos.available_photos(), desc="photos", file=sys.stderr, leave=False):
-        for v in range(cfg.photo_variants):
+    chosen = [p for p in photos.available_photos() if (p.name in photos.HELDOUT_PHOTOS) == (split == "heldout")]
+    for photo in tqdm(chosen, desc=f"photos ({split})", file=sys.stderr, leave=False):
+        for v in range(cfg.photo_variants if split == "train" else 1):
             rng = random.Random(f"{cfg.seed}/photo/{photo.name}/{v}")
             image = folder / f"{photo.name}-{v}.jpg"
             photos.photo_variant(photo, rng, augment=v > 0).save(cfg.out / image, quality=90)
-            for j, (qtype, pairs) in enumerate(photos.photo_conversations(photo, rng)):
+            seen = observe_image(preprocess.read_image(cfg.out / image))  # what the model will be told
+            for j, (qtype, pairs) in enumerate(photos.photo_conversations(photo, rng, seen)):
                 records.append(record(f"photo-{photo.name}-{v}-{j}", _qa_turns(pairs, [str(image)]), qtype, "photo",
                                       {"photo": photo.name, "package": photo.package}))
     return records
@@ -200,7 +206,8 @@ def build_dataset(cfg: BuildConfig) -> dict:
     splits["train"] += scene_records(cfg, "train", train_scenes)
     splits["heldout"] += scene_records(cfg, "heldout", heldout_scenes)
     if cfg.photos:
-        splits["train"] += photo_records(cfg)
+        splits["train"] += photo_records(cfg, "train")
+        splits["heldout"] += photo_records(cfg, "heldout")
 
     dialogues = {"train": [], "heldout": []}
     if cfg.chitchat or cfg.sounds:

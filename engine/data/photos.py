@@ -149,8 +149,40 @@ def photo_variant(photo: Photo, rng: random.Random, max_side: int = 256, augment
     return image
 
 
-def photo_conversations(photo: Photo, rng: random.Random) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
-    """(qtype, turns) for one copy of a photo: its caption, and each of its own questions."""
-    talks = [("photo", ((rng.choice(DESCRIBE), photo.caption),))]
+# Photos kept out of training: held-out checks that the model tells true things about a new photo.
+HELDOUT_PHOTOS = ("astronaut", "coffee", "motorcycle")
+COLORS_QUESTIONS = ("What colors do you see?", "What are the main colors?", "Which colours are in the picture?")
+TEXT_QUESTIONS = ("Is there any text?", "Can you read anything in the picture?", "What does the text say?")
+FACE_QUESTIONS = ("Is there a face in the picture?", "Do you see anyone?", "How many faces do you see?")
+
+
+def _listing(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def grounded_facts(seen) -> tuple[str, str, str]:
+    """Sentences about a picture that follow from what the tools reported (`engine.observe`'s
+    ImageObservations): its colours, its text, its faces. These teach the model to pass on what
+    the tools saw, which stays true on a photo it has never seen."""
+    colors = f"The main colors are {_listing(seen.colors)}." if seen.colors else "It has no single main color."
+    text = f"It says {' '.join(seen.text)}." if seen.text else "I can't read any text in it."
+    faces = {0: "I don't see a face.", 1: "I see one face."}.get(seen.faces, f"I see {seen.faces} faces.")
+    return colors, text, faces
+
+
+def photo_conversations(photo: Photo, rng: random.Random, seen=None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(qtype, turns) for one copy of a photo: its caption, each of its own questions and, given
+    `seen` (what the observation tools reported about this copy), questions answered from it.
+    With `seen`, the caption ends with the photo's main colors."""
+    caption = photo.caption
+    talks = []
+    if seen is not None:
+        colors, text, faces = grounded_facts(seen)
+        caption = f"{caption} {colors}"
+        talks += [("photo_colors", ((rng.choice(COLORS_QUESTIONS), colors),)),
+                  ("photo_text", ((rng.choice(TEXT_QUESTIONS), text),)),
+                  ("photo_faces", ((rng.choice(FACE_QUESTIONS), faces),))]
+    talks.insert(0, ("photo", ((rng.choice(DESCRIBE), caption),)))
     talks += [("photo_qa", ((question, answer),)) for question, answer in photo.qa]
     return talks

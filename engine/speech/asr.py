@@ -264,7 +264,24 @@ def default_transcriber() -> Transcriber:
     return get_transcriber(_default["model"], _default["device"])
 
 
+# What `hear` returned for clips, loaded from a disk cache (engine.observe_cache): digest -> text.
+_heard: dict[str, str] = {}
+
+
+def clip_digest(source: MediaSource | np.ndarray) -> str:
+    """The key a clip's transcript is cached under (a hash of the file's bytes or the samples)."""
+    return _digest(source)
+
+
+def remember_heard(digest: str, text: str) -> None:
+    """Make `hear` answer for this clip without running Whisper again."""
+    _heard[digest] = text
+
+
 def hear(source: MediaSource | np.ndarray) -> str:
     """What was said in a clip, for the prompt: the transcript, or "(no speech)"."""
+    known = _heard.get(_digest(source)) if _heard else None
+    if known is not None:
+        return known
     transcript = default_transcriber().transcribe(source)
     return transcript.text if transcript.heard else "(no speech)"

@@ -11,6 +11,7 @@ import pytest
 
 from engine.data import BuildConfig, DataError, build_dataset, load_dataset
 from engine.data.__main__ import main
+from engine.data.photos import HELDOUT_PHOTOS
 from engine.data.questions import describe
 from engine.data.scenes import Scene
 from engine.types import Conversation, InputError
@@ -73,7 +74,9 @@ def test_heldout_is_apart_from_train(built):
         return {c["text"] for e in examples if e.source == "sound" for c in e.meta["clips"] if "text" in c}
 
     assert said(train).isdisjoint(said(heldout))
-    assert all(e.source != "photo" for e in heldout)
+    train_photos = {e.meta["photo"] for e in train if e.source == "photo"}
+    heldout_photos = {e.meta["photo"] for e in heldout if e.source == "photo"}
+    assert heldout_photos == set(HELDOUT_PHOTOS) and train_photos.isdisjoint(heldout_photos)
 
 
 def test_examples_are_conversations_with_absolute_media(built):

@@ -29,3 +29,18 @@ def test_photo_names_are_unique_and_variants_are_reproducible():
     talks = photo_conversations(photo, random.Random(0))
     assert talks[0] == ("photo", ((talks[0][1][0][0], photo.caption),))
     assert ("photo_qa", (("What animal is this?", "It is a cat."),)) in talks
+
+
+def test_photo_talk_passes_on_what_the_tools_saw():
+    from engine.observe import ImageObservations
+
+    photo = next(p for p in available_photos() if p.name == "chelsea")
+    seen = ImageObservations(text=("OPEN", "24h"), faces=1, colors=("brown", "gray"), tools=("ocr", "faces", "colors"))
+    talks = dict(photo_conversations(photo, random.Random(0), seen))
+    assert talks["photo"][0][1] == photo.caption + " The main colors are brown and gray."
+    assert talks["photo_colors"][0][1] == "The main colors are brown and gray."
+    assert talks["photo_text"][0][1] == "It says OPEN 24h."
+    assert talks["photo_faces"][0][1] == "I see one face."
+    nothing = dict(photo_conversations(photo, random.Random(0), ImageObservations(faces=0, tools=("ocr", "faces"))))
+    assert nothing["photo_text"][0][1] == "I can't read any text in it."
+    assert nothing["photo_faces"][0][1] == "I don't see a face."
