@@ -33,6 +33,7 @@ from engine.loading import load_checkpoint, resolve_device, save_checkpoint
 from engine.model import MultimodalModel
 from engine.observe_cache import load_observations
 from engine.prompt import ContextTooLong, Prompt, build_prompt, collate
+from engine.scene_probe import SceneProbe, scene_target
 from engine.tokenizer import ChatTokenizer
 from engine.types import CheckpointError, EngineError, InputError
 
@@ -57,6 +58,7 @@ class TrainConfig:
     eval_examples: int = 256
     checkpoint_every: int = 250
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
+    scene_probe: bool = True  # train the image encoder with the auxiliary scene probe too
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -69,8 +71,14 @@ def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, des
     The tools' observations of every medium are read from `observation_cache` (a JSON file,
     see engine.observe_cache) or computed once and written there.
     """
+    return [prompt for _, prompt in encode_pairs(examples, tokenizer, config, desc, observation_cache)]
+
+
+def encode_pairs(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
+                 observation_cache: Path | None = None) -> list[tuple[object, Prompt]]:
+    """Like `encode_examples`, keeping each prompt's example: [(example, prompt)]."""
     load_observations(examples, config.observations, observation_cache)
-    prompts, too_long = [], 0
+    pairs, too_long = [], 0
     for example in tqdm(examples, desc=desc, file=sys.stderr, leave=False):
         try:
             prompt = build_prompt(example.conversation, tokenizer, config, add_generation_prompt=False)
@@ -82,27 +90,43 @@ def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, des
         if prompt.dropped_turns:
             too_long += 1
             continue
-        prompts.append(prompt)
+        pairs.append((example, prompt))
     if too_long:
         print(f"{desc}: left out {too_long} conversations longer than {config.max_seq_len} tokens", file=sys.stderr)
-    if not prompts:
+    if not pairs:
         raise InputError(f"{desc}: no usable examples.")
-    return prompts
+    return pairs
 
 
-def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over the assistant tokens of a batch, and how many there were."""
+def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
+               probe: SceneProbe | None = None, targets: list | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """Mean cross-entropy over the assistant tokens of a batch, how many there were, and the
+    scene probe's loss (None without a `probe`, per-prompt scene `targets` — None where a prompt
+    is not a scene — or scenes in the batch; see engine.scene_probe)."""
     inputs = collate(prompts, device)
     width = inputs.ids.shape[1]
     mask = torch.zeros(len(prompts), width, dtype=torch.bool)
     for row, prompt in enumerate(prompts):
         mask[row, : len(prompt)] = torch.tensor(prompt.target_mask)
     mask = mask[:, 1:].to(device)  # position t predicts token t + 1
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        hidden = model(inputs)[:, :-1]  # (B, T-1, C)
-        logits = model.logits(hidden[mask])  # (n_targets, V)
-    targets = inputs.ids[:, 1:][mask]
-    return F.cross_entropy(logits.float(), targets), int(mask.sum())
+    captured = []
+    hook = model.image_encoder.register_forward_hook(lambda module, args, out: captured.append(out)) if probe else None
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            hidden = model(inputs)[:, :-1]  # (B, T-1, C)
+            logits = model.logits(hidden[mask])  # (n_targets, V)
+    finally:
+        if hook:
+            hook.remove()
+    targets_ids = inputs.ids[:, 1:][mask]
+    loss, probe_loss = F.cross_entropy(logits.float(), targets_ids), None
+    if probe and captured and targets:
+        first_image = [sum(len(p.images) for p in prompts[:row]) for row in range(len(prompts))]
+        rows = [row for row, target in enumerate(targets) if target is not None and prompts[row].images]
+        if rows:
+            tokens = captured[0][[first_image[row] for row in rows]]  # (N_scenes, P, C)
+            probe_loss = probe.loss(tokens, torch.stack([targets[row] for row in rows]).to(device))
+    return loss, int(mask.sum()), probe_loss
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -117,16 +141,18 @@ def evaluate_loss(model: MultimodalModel, prompts: list[Prompt], batch_size: int
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(prompts), batch_size):
-        loss, n = batch_loss(model, prompts[start:start + batch_size], device)
+        loss, n, _ = batch_loss(model, prompts[start:start + batch_size], device)
         total, count = total + loss.item() * n, count + n
     model.train()
     return total / max(count, 1)
 
 
-def _save_state(out: Path, model, tokenizer, optimizer, step: int, history: list[dict]) -> None:
+def _save_state(out: Path, model, tokenizer, optimizer, step: int, history: list[dict], probe=None) -> None:
     tmp = out / "last.tmp"
     save_checkpoint(tmp, model, tokenizer)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if probe is not None:
+        torch.save(probe.state_dict(), tmp / "scene_probe.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
     if (out / "last").exists():
         (out / "last").rename(out / "last.old")
@@ -146,8 +172,11 @@ def plot_history(history: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     held = [(h["step"], h["heldout_loss"]) for h in history if "heldout_loss" in h]
+    probe = [(h["step"], h["probe_loss"]) for h in history if "probe_loss" in h]
     if train:
         ax.plot(*zip(*train), label="train", alpha=0.7)
+    if probe:
+        ax.plot(*zip(*probe), label="scene probe (image encoder)", alpha=0.5)
     if held:
         ax.plot(*zip(*held), "o-", label="held-out")
     ax.set_xlabel("step")
@@ -193,12 +222,21 @@ def train(cfg: TrainConfig) -> Path:
           f"{config.fusion} fusion, on {device}", file=sys.stderr)
 
     cache = Path(cfg.data) / OBSERVATION_CACHE
-    train_prompts = encode_examples(train_examples, tokenizer, config, "encoding train", cache)
+    train_pairs = encode_pairs(train_examples, tokenizer, config, "encoding train", cache)
+    train_prompts = [prompt for _, prompt in train_pairs]
+    scene_targets = [scene_target(example.meta.get("scene")) for example, _ in train_pairs]
+    probe = None
+    if cfg.scene_probe:
+        probe = SceneProbe(config, model.image_encoder.out_dim).to(device)
+        if step and (out / "last" / "scene_probe.pt").is_file():
+            probe.load_state_dict(torch.load(out / "last" / "scene_probe.pt", map_location=device))
     heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if probe is not None:
+        groups.append({"params": list(probe.parameters()), "weight_decay": cfg.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     if step and (out / "last" / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(out / "last" / "optimizer.pt", map_location=device))
 
@@ -206,25 +244,27 @@ def train(cfg: TrainConfig) -> Path:
     progress = tqdm(total=cfg.steps, initial=step, desc="training", file=sys.stderr, dynamic_ncols=True)
     while step < cfg.steps:
         order = random.Random(cfg.seed * 1_000_003 + step)  # the batch depends on (seed, step) only
-        batch = [train_prompts[i] for i in order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts)))]
+        chosen = order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts)))
+        batch = [train_prompts[i] for i in chosen]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        loss, _ = batch_loss(model, batch, device)
+        loss, _, probe_loss = batch_loss(model, batch, device, probe, [scene_targets[i] for i in chosen])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if probe_loss is None else loss + probe_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
-        history.append({"step": step, "loss": round(loss.item(), 5), "lr": group["lr"]})
+        history.append({"step": step, "loss": round(loss.item(), 5), "lr": group["lr"]}
+                       | ({"probe_loss": round(probe_loss.item(), 5)} if probe_loss is not None else {}))
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+        progress.set_postfix(loss=f"{loss.item():.3f}", **({"probe": f"{probe_loss.item():.3f}"} if probe_loss is not None else {}))
         out_of_time = cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             heldout = evaluate_loss(model, heldout_prompts, cfg.batch_size, device)
             history.append({"step": step, "heldout_loss": round(heldout, 5), "heldout_ppl": round(math.exp(heldout), 3)})
             progress.write(f"step {step}: train {loss.item():.3f}, held-out {heldout:.3f} (ppl {math.exp(heldout):.2f})")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-            _save_state(out, model, tokenizer, optimizer, step, history)
+            _save_state(out, model, tokenizer, optimizer, step, history, probe)
             plot_history(history, out / "loss.png")
         if out_of_time:
             progress.write(f"Stopping at step {step}: the {cfg.max_minutes}-minute budget is spent.")
@@ -238,6 +278,12 @@ def train(cfg: TrainConfig) -> Path:
     return final
 
 
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 def parse_args(argv=None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
@@ -247,6 +293,8 @@ def parse_args(argv=None) -> TrainConfig:
             parser.add_argument("--fusion", choices=["concat", "sum", "gated"])
             continue
         kind = type(f.default) if f.default is not dataclasses.MISSING else str
+        if kind is bool:
+            kind = _flag
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}

@@ -33,8 +33,9 @@ def forget_everything():
 
 
 def notes(examples):
-    config = preset("tiny", observations=TOOLS)
-    return [build_prompt(e.conversation, tiny_tokenizer(), config).observations for e in examples]
+    """The prompts' text, observation notes included."""
+    config, tokenizer = preset("tiny", observations=TOOLS, max_seq_len=4096), tiny_tokenizer()
+    return [tokenizer.decode(build_prompt(e.conversation, tokenizer, config).ids) for e in examples]
 
 
 def test_the_cache_is_written_once_and_then_replaces_the_tools(examples, tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_the_cache_is_written_once_and_then_replaces_the_tools(examples, tmp_pat
     assert sum(k.startswith("image:") for k in entries) == len(images)
     assert sum(k.startswith("audio:") for k in entries) == len(clips)
     expected = notes(examples)
-    assert any("heard:" in n for ns in expected for n in ns) and any("colors:" in n for ns in expected for n in ns)
+    assert any("heard:" in text for text in expected) and any("colors:" in text for text in expected)
 
     forget_everything()
 

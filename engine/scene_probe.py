@@ -1,0 +1,60 @@
+"""An auxiliary training signal for the image encoder: name what is in each cell of a scene.
+
+Trained from scratch, the image encoder gets almost no gradient through the language loss at
+first (the decoder cannot use features that do not yet say anything), and it settles into
+features that ignore the picture: after 2,000 steps of the first built-in run, swapping the
+picture moved the encoder's output by 5% and shape answers were below chance. A pretrained
+vision encoder would not have that problem; here the generator knows exactly what it drew,
+so a linear probe on the image tokens is trained to name, for each cell of the scene's 3x3
+grid, the shape kind (or empty / text) and its colour. The probe lives only in training
+(`runs/.../last/scene_probe.pt`); the shipped model does not contain it.
+
+    probe = SceneProbe(config)
+    target = scene_target(example.meta["scene"])     # (9, 2) long, or None for non-scenes
+    loss = probe.loss(image_tokens, targets)         # image_tokens (N, P, C), targets (N, 9, 2)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ModelConfig
+from engine.data.scenes import SHAPE_COLORS, SHAPES
+
+CELLS = 9  # the scene generator's 3x3 grid
+KINDS = ("empty", "text", *SHAPES)
+COLORS = ("none", *SHAPE_COLORS)
+
+
+def scene_target(scene: dict | None) -> torch.Tensor | None:
+    """(9, 2): per grid cell (row-major), the index of its kind in KINDS and of its colour in COLORS."""
+    if not scene:
+        return None
+    target = torch.zeros(CELLS, 2, dtype=torch.long)
+    word = scene.get("word")
+    if word:
+        for col in range(3):
+            target[word["row"] * 3 + col] = torch.tensor([KINDS.index("text"), 0])
+    for shape in scene["shapes"]:
+        target[shape["row"] * 3 + shape["col"]] = torch.tensor([KINDS.index(shape["kind"]),
+                                                                COLORS.index(shape["color"])])
+    return target
+
+
+class SceneProbe(nn.Module):
+    """A linear map from all of an image's tokens to per-cell kind and colour logits."""
+
+    def __init__(self, config: ModelConfig, image_dim: int):
+        super().__init__()
+        self.kinds = nn.Linear(config.image_tokens * image_dim, CELLS * len(KINDS))
+        self.colors = nn.Linear(config.image_tokens * image_dim, CELLS * len(COLORS))
+
+    def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
+        flat = image_tokens.flatten(1).float()  # (N, P, C) -> (N, P*C)
+        kinds = self.kinds(flat).view(-1, CELLS, len(KINDS))  # (N, 9, K)
+        colors = self.colors(flat).view(-1, CELLS, len(COLORS))  # (N, 9, K')
+        return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \
+            F.cross_entropy(colors.flatten(0, 1), targets[..., 1].flatten())
