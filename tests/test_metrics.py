@@ -29,3 +29,17 @@ def test_rouge_l_uses_the_longest_common_subsequence():
     # LCS("a b c d", "a c d e") = "a c d" = 3 -> P = R = 3/4 -> F1 = 0.75
     assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(75.0)
     assert rouge_l([""], ["anything"]) == 0.0
+
+
+def test_grounding_checks_of_descriptions():
+    from engine.evaluate import names_every_shape, says_something_true
+    from engine.observe import ImageObservations
+
+    scene = {"shapes": [{"kind": "circle", "color": "red"}, {"kind": "star", "color": "blue"}]}
+    assert names_every_shape("A red circle on the left and a blue star at the top.", scene)
+    assert not names_every_shape("A red circle on the left and a blue square at the top.", scene)
+    seen = ImageObservations(text=("OPEN",), faces=1, colors=("brown", "white"), tools=("ocr", "faces", "colors"))
+    assert says_something_true("A dog. The main colors are brown and gray.", seen)
+    assert says_something_true("A sign that says open.", seen)
+    assert says_something_true("I see one face.", seen)
+    assert not says_something_true("A green field under a blue sky.", seen)
