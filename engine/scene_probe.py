@@ -44,17 +44,23 @@ def scene_target(scene: dict | None) -> torch.Tensor | None:
 
 
 class SceneProbe(nn.Module):
-    """A linear map from all of an image's tokens to per-cell kind and colour logits."""
+    """Per-cell kind and colour logits from an image's tokens.
+
+    When the encoder makes exactly one token per grid cell (image_tokens == 9), each token is
+    read alone by a shared linear map, so what is in a cell must sit in that cell's token;
+    otherwise one linear map reads all the tokens together."""
 
     def __init__(self, config: ModelConfig, image_dim: int):
         super().__init__()
-        self.kinds = nn.Linear(config.image_tokens * image_dim, CELLS * len(KINDS))
-        self.colors = nn.Linear(config.image_tokens * image_dim, CELLS * len(COLORS))
+        self.per_token = config.image_tokens == CELLS
+        width = image_dim if self.per_token else config.image_tokens * image_dim
+        self.kinds = nn.Linear(width, len(KINDS) if self.per_token else CELLS * len(KINDS))
+        self.colors = nn.Linear(width, len(COLORS) if self.per_token else CELLS * len(COLORS))
 
     def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
-        flat = image_tokens.flatten(1).float()  # (N, P, C) -> (N, P*C)
-        kinds = self.kinds(flat).view(-1, CELLS, len(KINDS))  # (N, 9, K)
-        colors = self.colors(flat).view(-1, CELLS, len(COLORS))  # (N, 9, K')
+        features = image_tokens.float() if self.per_token else image_tokens.flatten(1).float()  # (N, 9, C) | (N, P*C)
+        kinds = self.kinds(features).view(-1, CELLS, len(KINDS))  # (N, 9, K)
+        colors = self.colors(features).view(-1, CELLS, len(COLORS))  # (N, 9, K')
         return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \
             F.cross_entropy(colors.flatten(0, 1), targets[..., 1].flatten())

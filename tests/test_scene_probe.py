@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 
 from engine import preprocess
@@ -24,11 +25,14 @@ def test_targets_name_each_cell_of_the_grid():
     assert scene_target(None) is None
 
 
-def test_the_probe_loss_falls_as_the_image_encoder_learns():
+@pytest.mark.parametrize("grid", [{}, {"image_size": 48, "image_channels": (16, 32, 32, 32)}],
+                         ids=["all-tokens", "one-token-per-cell"])
+def test_the_probe_loss_falls_as_the_image_encoder_learns(grid):
     torch.manual_seed(0)
-    config = preset("tiny")
+    config = preset("tiny", **grid)
     model = MultimodalModel(config)
     probe = SceneProbe(config, model.image_encoder.out_dim)
+    assert probe.per_token == (config.image_tokens == 9)
     scenes = [random_scene(random.Random(f"probe/{i}")) for i in range(16)]
     pixels = torch.stack([preprocess.image_to_tensor(render_scene(s, 64), config.image_size) for s in scenes])
     targets = torch.stack([scene_target(s.to_dict()) for s in scenes])
