@@ -85,3 +85,13 @@ def test_missing_data_and_corrupt_resume_state_are_clear_errors(dataset, tmp_pat
                               "--preset", "tiny", "--steps", "4"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300)
     assert corrupt.returncode == 2 and "model.safetensors is corrupt" in corrupt.stderr
+
+
+def test_the_scene_probe_flag_takes_true_or_false_and_refuses_anything_else(capsys):
+    from engine.train import parse_args
+
+    assert parse_args(["--scene-probe", "false"]).scene_probe is False
+    assert parse_args(["--scene-probe", "yes"]).scene_probe is True
+    with pytest.raises(SystemExit):
+        parse_args(["--scene-probe", "maybe"])
+    assert "expected true or false" in capsys.readouterr().err
