@@ -3,31 +3,21 @@
     check_file(path, limit_bytes) -> Attachment      # raises Rejected
 
 Each file is read once, its kind (image or audio) is taken from its bytes (never from its
-name), images are fully decoded with Pillow (truncated files, decompression bombs and
+name), images are fully decoded by the engine's reader (HEIC too; truncated files, decompression bombs and
 over-large pictures are refused here), and audio must be a container the engine decodes.
 Every refusal is a `Rejected` whose text is shown in the chat.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from chat_app.store.errors import AttachmentRejected
 from chat_app.store.media import sniff_mime
+from engine.preprocess import describe_source, read_image
+from engine.types import ImageError
 
-try:  # HEIC/HEIF photos from phones (pillow-heif is in requirements.txt)
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover
-    pass
-
-MAX_IMAGE_PIXELS = 40_000_000  # the engine's limit (engine.preprocess.MAX_IMAGE_PIXELS)
 IMAGE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or HEIC"
 AUDIO_FORMATS = "WAV, FLAC, MP3, OGG/Opus or WebM"
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
@@ -66,24 +56,14 @@ def display_name(path: str | Path) -> str:
 
 
 def check_image(data: bytes, name: str) -> None:
-    """Decode the whole picture with Pillow; refuse what the engine would refuse."""
+    """Decode the whole picture the way the engine will (`engine.preprocess.read_image`), so
+    what the engine would refuse (damaged, cut short, a decompression bomb, too many pixels)
+    is refused here, before anything is stored."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise Rejected(f"{name} is {width}×{height} pixels "
-                                   f"({width * height / 1e6:.0f} megapixels); pictures may have at most "
-                                   f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Resize it and attach it again.")
-                image.load()
-    except Rejected:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Rejected(f"{name} declares an enormous picture (a decompression bomb); it was not sent.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise Rejected(f"{name} looks like an image but cannot be read: it is damaged or cut short. "
-                       "Save it again or attach another picture.") from None
+        read_image(data)
+    except ImageError as error:
+        # the engine names bytes "uploaded image (12 kB)"; the person knows the file by its name
+        raise Rejected(str(error).replace(describe_source(data, "image"), name, 1)) from None
 
 
 def check_file(path: str | Path, limit_bytes: int) -> Attachment:

@@ -13,12 +13,13 @@ from chat_app.store import ConversationStore
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A random tiny checkpoint (replies are gibberish) with room for long replies."""
+    """A random tiny checkpoint (replies are gibberish) with room for long replies: a greedy 4,096-token
+    reply takes seconds, so a stop click always lands while it is still streaming."""
     from engine.loading import save_checkpoint
     from tests.tiny_models import tiny_model, tiny_tokenizer
 
     directory = tmp_path_factory.mktemp("tiny-model")
-    return save_checkpoint(directory, tiny_model(0, max_seq_len=2048, observations=("colors",)), tiny_tokenizer())
+    return save_checkpoint(directory, tiny_model(0, max_seq_len=8192, observations=("colors",)), tiny_tokenizer())
 
 
 @pytest.fixture

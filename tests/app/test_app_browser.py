@@ -171,7 +171,7 @@ def test_webcam_snapshot_and_microphone(chromium, server):
 
 def test_stop_button_keeps_the_partial_reply(chromium, server):
     page = open_app(chromium, server)
-    greedy_long_replies(page, 4000)
+    greedy_long_replies(page, 4096)
     send(page, "Tell me a very long story")
     page.wait_for_function(
         "(() => { const b = document.querySelectorAll(\"#chat [data-testid='bot']\"); "

@@ -156,7 +156,7 @@ def test_unsupported_file_is_refused(service, store, earlier, options, not_an_im
 
 
 def test_corrupt_image_is_refused(service, store, earlier, options, image_corrupt, image_png):
-    last = refused(service, store, earlier, "look", [image_png, image_corrupt], options, "damaged or cut short")
+    last = refused(service, store, earlier, "look", [image_png, image_corrupt], options, "damaged or incomplete")
     assert last.box == {"text": "look", "files": [str(image_png)]}  # the good picture stays in the box
 
 

@@ -133,7 +133,7 @@ def test_bad_input_is_answered_in_the_chat(server, model_name, image_corrupt, no
     client.predict(*send_args("a good question", model=model_name), api_name="/send")
     before = stored(server, "browser:" + browser)[0].messages
     for text, files, expected in (("", (), "Nothing to send"), ("x" * 100_000, (), "100,000 characters"),
-                                  ("look", [image_corrupt], "damaged or cut short"),
+                                  ("look", [image_corrupt], "damaged or incomplete"),
                                   ("read", [not_an_image], "not a file this app understands"),
                                   ("<script>alert(1)</script>", (), None)):
         chat, *_ = client.predict(*send_args(text, files, model=model_name), api_name="/send")
