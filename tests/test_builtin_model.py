@@ -16,11 +16,12 @@ from engine.backends import DEFAULT_MODEL
 from engine.backends.builtin import BuiltinBackend
 from engine.data.questions import make_question
 from engine.data.scenes import random_scene, render_scene
+from engine.evaluate import names_every_shape
 from engine.metrics import exact_match
 from engine.types import Conversation, GenerationConfig, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
-GREEDY = GenerationConfig(max_new_tokens=48, temperature=0.0)
+GREEDY = GenerationConfig(max_new_tokens=64, temperature=0.0)
 pytestmark = pytest.mark.slow
 
 
@@ -67,13 +68,26 @@ def answered(backend, new_scenes, qtype) -> tuple[int, int]:
     return right, asked
 
 
-# What the shipped model does on held-out scenes (`python -m engine.evaluate`): word 100%, count
-# 62%, colour 25%, shape 18%. The bars of issue 3 (95/95/85/85) are not met for colour, shape and
-# count; these tests hold the model to what it does, well above chance (count: ~20%).
-@pytest.mark.parametrize(("qtype", "least"), [("word", 0.8), ("count", 0.4)])
+# What the shipped model does on the held-out data (`python -m engine.evaluate`): word 100%, count
+# 70%, shape 58%, colour 50%; on these 24 scenes (greedy, CPU): 24, 17, 15 and 13 of 24. The bars of
+# issue 3 (95/95/85/85) are not met for colour, shape and count; these tests hold the model to what it
+# does, with some room, and far above chance (colour 10%, shape 17%, count ~20%).
+@pytest.mark.parametrize(("qtype", "least"), [("word", 0.8), ("count", 0.55), ("color", 0.4), ("shape", 0.45)])
 def test_it_answers_about_scenes_it_never_saw(backend, new_scenes, qtype, least):
     right, asked = answered(backend, new_scenes, qtype)
     assert asked >= 10 and right >= least * asked, f"{right} of {asked} {qtype} questions right"
+
+
+def test_what_do_you_see_names_the_shapes_of_plain_scenes_it_never_saw(backend, tmp_path):
+    """Issue 3's description check on 16 new plain scenes of 1-3 shapes (measured: 14 of 16)."""
+    named = []
+    for i in range(16):
+        scene = random_scene(random.Random(f"tests-only/plain/{i}"), 1, 3, word_probability=0.0,
+                             backgrounds=("plain",))
+        render_scene(scene, 128).save(path := tmp_path / f"{i}.png")
+        shapes = {"shapes": [{"color": shape.color, "kind": shape.kind} for shape in scene.shapes]}
+        named.append(names_every_shape(ask(backend, "What do you see?", path), shapes))
+    assert sum(named) >= 8, f"every shape named in {sum(named)} of 16 descriptions"
 
 
 def test_launch_ask_uses_it_offline(new_scenes):
