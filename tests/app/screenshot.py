@@ -1,5 +1,5 @@
-"""Make assets/screenshot.png: the app in a conversation with the built-in model (a picture,
-a spoken question and its transcript, typed follow-ups and their replies), in headless
+"""Make assets/screenshot.png: the app in a conversation with the built-in model (pictures with
+typed questions, then a spoken question and its transcript, and the replies), in headless
 Chromium with a fake camera and microphone.
 
     .venv/bin/python tests/app/screenshot.py [--out assets/screenshot.png] [--model DIR]
@@ -21,12 +21,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 from app_helpers import Server  # noqa: E402
-from test_app_browser import CHROMIUM, FLAGS, open_app, send, wait_until_idle  # noqa: E402
+from test_app_browser import CHROMIUM, FLAGS, greedy_long_replies, open_app, send, wait_until_idle  # noqa: E402
 
 
 def spoken(text: str, path: Path) -> Path:
     raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(raw), text], check=True)
     subprocess.run(["sox", "-D", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.3", "2"],
                    check=True)
     return path
@@ -38,8 +38,8 @@ def main() -> int:
     parser.add_argument("--model", default=str(HERE.parents[1] / "assets" / "models" / "builtin"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="screenshot-"))
-    picture = HERE.parents[1] / "assets" / "examples" / "scene-bear.png"
-    question = spoken("What do you see in this picture?", work / "question.wav")
+    bear, plain = (HERE.parents[1] / "assets" / "examples" / f"scene-{name}.png" for name in ("bear", "plain"))
+    question = spoken("Is that speech or music?", work / "question.wav")
     server = Server(args.model, work / "data").start()
     try:
         from playwright.sync_api import sync_playwright
@@ -52,18 +52,22 @@ def main() -> int:
                 send(page, text)
                 wait_until_idle(page)
                 page.locator("#new").click()
-            page.locator("#box input[type='file']").set_input_files(str(picture))
-            page.wait_for_selector("#box .thumbnails img", timeout=20_000)
-            page.locator("#talk").get_by_role("button", name="Record").click()
-            time.sleep(3.5)
-            page.locator("#talk").get_by_role("button", name="Stop").first.click()
-            page.wait_for_selector("#chat [data-testid='bot']", timeout=60_000)
-            wait_until_idle(page)
-            for replies, text in enumerate(("What does the word say?", "How many shapes are there?"), start=2):
+            greedy_long_replies(page, 128)  # the small built-in model answers best greedily
+            page.locator("#settings").get_by_text("Settings").first.click()  # folded again
+            for replies, (picture, text) in enumerate(((plain, "What do you see?"),
+                                                       (bear, "What does the text say?")), start=1):
+                page.locator("#box input[type='file']").set_input_files(str(picture))
+                page.wait_for_selector("#box .thumbnails img", timeout=20_000)
                 send(page, text)
                 page.wait_for_function(f"document.querySelectorAll(\"#chat [data-testid='bot']\").length >= "
                                        f"{replies}", timeout=60_000)
                 wait_until_idle(page)
+            page.locator("#talk").get_by_role("button", name="Record").click()
+            time.sleep(3.5)
+            page.locator("#talk").get_by_role("button", name="Stop").first.click()
+            page.wait_for_function("document.querySelectorAll(\"#chat [data-testid='bot']\").length >= 3",
+                                   timeout=60_000)
+            wait_until_idle(page)
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=args.out)
             browser.close()
