@@ -160,6 +160,7 @@ def test_corrupt_image_is_refused(service, store, earlier, options, image_corrup
     assert last.box == {"text": "look", "files": [str(image_png)]}  # the good picture stays in the box
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, on opening the bomb
 def test_decompression_bomb_and_huge_image_are_refused(service, store, earlier, options, image_bomb,
                                                       image_over_limit):
     refused(service, store, earlier, "", [image_bomb], options, "bomb.png")
