@@ -3,8 +3,9 @@
     check_file(path, limit_bytes) -> Attachment      # raises Rejected
 
 Each file is read once, its kind (image or audio) is taken from its bytes (never from its
-name), images are fully decoded by the engine's reader (HEIC too; truncated files, decompression bombs and
-over-large pictures are refused here), and audio must be a container the engine decodes.
+name), images are fully decoded by the engine's own reader (truncated files, decompression
+bombs and over-large pictures are refused here), and audio must be a container the engine
+decodes.
 Every refusal is a `Rejected` whose text is shown in the chat.
 """
 
