@@ -53,13 +53,15 @@ class SceneProbe(nn.Module):
     def __init__(self, config: ModelConfig, image_dim: int):
         super().__init__()
         self.per_token = config.image_tokens == CELLS
-        width = image_dim if self.per_token else config.image_tokens * image_dim
-        self.kinds = nn.Linear(width, len(KINDS) if self.per_token else CELLS * len(KINDS))
-        self.colors = nn.Linear(width, len(COLORS) if self.per_token else CELLS * len(COLORS))
+        # one token -> one cell's logits, or all tokens -> every cell's logits
+        width, cells = (image_dim, 1) if self.per_token else (config.image_tokens * image_dim, CELLS)
+        self.kinds = nn.Linear(width, cells * len(KINDS))
+        self.colors = nn.Linear(width, cells * len(COLORS))
 
     def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
-        features = image_tokens.float() if self.per_token else image_tokens.flatten(1).float()  # (N, 9, C) | (N, P*C)
+        features = image_tokens.float() if self.per_token else image_tokens.flatten(1).float()
+        # per token: (N, 9, C); all tokens: (N, P, C) -> (N, P*C)
         kinds = self.kinds(features).view(-1, CELLS, len(KINDS))  # (N, 9, K)
         colors = self.colors(features).view(-1, CELLS, len(COLORS))  # (N, 9, K')
         return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \

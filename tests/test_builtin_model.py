@@ -85,8 +85,7 @@ def test_what_do_you_see_names_the_shapes_of_plain_scenes_it_never_saw(backend, 
         scene = random_scene(random.Random(f"tests-only/plain/{i}"), 1, 3, word_probability=0.0,
                              backgrounds=("plain",))
         render_scene(scene, 128).save(path := tmp_path / f"{i}.png")
-        shapes = {"shapes": [{"color": shape.color, "kind": shape.kind} for shape in scene.shapes]}
-        named.append(names_every_shape(ask(backend, "What do you see?", path), shapes))
+        named.append(names_every_shape(ask(backend, "What do you see?", path), scene.to_dict()))
     assert sum(named) >= 8, f"every shape named in {sum(named)} of 16 descriptions"
 
 
