@@ -8,7 +8,8 @@
   callers) and `input_audio` ({"data": base64, "format": "wav"|"mp3"|...}); `stream` (SSE chunks,
   then `data: [DONE]`; `stream_options.include_usage`), `max_tokens`/`max_completion_tokens`,
   `temperature`, `top_p`, `stop`, `seed`, plus `top_k` and `repetition_penalty`. Left-out options
-  take GenerationConfig's defaults. `model` picks one of the loaded models; any other name is
+  take the model's own temperature and top_p (its generation_config.json, as vLLM does) and
+  otherwise GenerationConfig's defaults. `model` picks one of the loaded models; any other name is
   answered by the first. Refused with 400: n > 1, tools, logprobs, non-text response formats,
   frequency/presence penalties.
 - GET /v1/models (and /v1/models/{id}): the loaded models plus a `capabilities` extension
@@ -31,13 +32,14 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional, Union
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from engine.backends.base import Backend
+from engine.backends.base import Backend, Sampling, sampling_of
 from engine.backends.errors import BackendError
 from engine.types import (CheckpointError, Conversation, EngineError, GenerationConfig, InputError, ReplyInfo,
                           Turn)
@@ -147,7 +149,8 @@ def _number(body: dict, key: str, kind: type, default):
     return kind(value)
 
 
-def parse_request(body: Any, context_length: int) -> tuple[Conversation, GenerationConfig, bool, bool]:
+def parse_request(body: Any, context_length: int,
+                  sampling: Sampling | None = None) -> tuple[Conversation, GenerationConfig, bool, bool]:
     """A chat-completions body -> (conversation, config, stream, include_usage); ApiError when invalid."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
@@ -173,6 +176,8 @@ def parse_request(body: Any, context_length: int) -> tuple[Conversation, Generat
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
         raise ApiError(400, "stop must be a non-empty string or a list of them.", param="stop")
     defaults = GenerationConfig()
+    if sampling is not None:  # what the model's makers recommend, where the request is silent
+        defaults = replace(defaults, temperature=sampling.temperature, top_p=sampling.top_p)
     max_tokens = _number(body, "max_completion_tokens", int, None)
     max_tokens = _number(body, "max_tokens", int, defaults.max_new_tokens) if max_tokens is None else max_tokens
     stream, options = body.get("stream", False), body.get("stream_options") or {}
@@ -342,7 +347,7 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
             name = body.get("model") if isinstance(body, dict) else None
             backend = backends.get(name) or next(iter(backends.values()))
             context = await anyio.to_thread.run_sync(lambda: backend.capabilities.context_length)
-            conversation, config, stream, include_usage = parse_request(body, context)
+            conversation, config, stream, include_usage = parse_request(body, context, sampling_of(backend))
             head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
             reply = _Reply(backend, conversation, config)
             if not stream:

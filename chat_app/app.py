@@ -293,6 +293,15 @@ def build_app(backend, store: ConversationStore, settings: Settings, speech: Spe
                          **light)
         spoken.change(lambda on: gr.update(visible=bool(on)), spoken, spoken_out, api_visibility="private", **light)
 
+        # ----------------------------------------------------------------- settings
+        def on_model(name):
+            """Start temperature and top-p from the chosen model's own decoding defaults."""
+            chosen = service.default_options(name)
+            return chosen.temperature, chosen.top_p
+
+        # `input`, not `change`: opening a conversation sets the model and its stored settings
+        model.input(on_model, model, [temperature, top_p], api_visibility="private", **light)
+
         def on_chunk(chunk, state, muted, request: gr.Request):
             if state is None:
                 try:

@@ -32,12 +32,14 @@ from chat_app.render import (MediaViews, live_reply, notice, render_messages, sa
 from chat_app.settings import Settings
 from chat_app.store import ConversationStore, NotFound, StoreError
 from chat_app.uploads import EXTENSIONS, Attachment, Rejected, check_file
+from engine.backends.base import Sampling, sampling_of
 from engine.types import Conversation as EngineConversation
 from engine.types import EngineError, GenerationConfig, InputError, ReplyInfo, Turn
 
 log = logging.getLogger(__name__)
 
 EMPTY_BOX = {"text": "", "files": []}
+FALLBACK_SAMPLING = Sampling(temperature=0.7, top_p=0.95)  # for models that say nothing
 FRAME_S = 0.05  # at most 20 chat updates a second while a reply streams
 
 
@@ -215,10 +217,14 @@ class ChatService:
             raise Rejected(f"There is no model called {name!r} here; choose one of "
                            f"{', '.join(self.backends)}.") from None
 
-    def default_options(self) -> Options:
+    def default_options(self, model: str | None = None) -> Options:
+        """The settings panel's start for `model` (default: the first): the app's settings, with
+        temperature and top-p from the model's own decoding defaults where the settings leave them."""
         s = self.settings
-        return Options(next(iter(self.backends)), s.system_prompt, s.temperature, s.top_p, s.max_new_tokens,
-                       s.spoken_replies)
+        name = model if model in self.backends else next(iter(self.backends))
+        own = sampling_of(self.backends[name]) or FALLBACK_SAMPLING
+        return Options(name, s.system_prompt, own.temperature if s.temperature is None else s.temperature,
+                       own.top_p if s.top_p is None else s.top_p, s.max_new_tokens, s.spoken_replies)
 
     def view(self, user_key: str, conversation_id: str | None) -> list[dict]:
         """The stored conversation as chat messages ([] for none or one not found)."""

@@ -39,8 +39,8 @@ class Settings:
     auth: bool = False  # people log in; their username is their key to the history
     # defaults of the settings panel
     system_prompt: str = ""
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float | None = None  # None: the model's own (engine.backends.base.Sampling), else 0.7
+    top_p: float | None = None  # None: the model's own, else 0.95
     max_new_tokens: int = 256
     spoken_replies: bool = False
     checkpoint_every_s: float = 1.0  # how often a streaming reply's partial text is saved

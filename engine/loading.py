@@ -5,6 +5,7 @@ A checkpoint is a self-describing directory:
     config.json         ModelConfig (engine.config)
     model.safetensors   the weights
     tokenizer.json      the ChatTokenizer
+    generation_config.json   optional: how to decode it ({"temperature": 0.0, "top_p": 1.0})
 
     save_checkpoint(directory, model, tokenizer)
     model, tokenizer = load_checkpoint(directory, device="auto")   # validated; eval mode
@@ -16,6 +17,7 @@ does not match the config.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from engine.tokenizer import ChatTokenizer
 from engine.types import CheckpointError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+GENERATION_FILE = "generation_config.json"  # the name Hugging Face uses for the same thing
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -54,6 +57,29 @@ def save_checkpoint(directory: str | Path, model: MultimodalModel, tokenizer: Ch
     tokenizer.save(directory)
     save_model(model, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     return directory
+
+
+def save_sampling(directory: str | Path, temperature: float, top_p: float = 1.0) -> None:
+    """Record how the model should be decoded by default (what its evaluation used)."""
+    text = json.dumps({"temperature": temperature, "top_p": top_p}, indent=2) + "\n"
+    (Path(directory) / GENERATION_FILE).write_text(text)
+
+
+def load_sampling(directory: str | Path) -> tuple[float, float] | None:
+    """(temperature, top_p) from the directory's generation_config.json; None without one."""
+    path = Path(directory) / GENERATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        temperature, top_p = float(data["temperature"]), float(data.get("top_p", 1.0))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path} is corrupt: expected {{\"temperature\": number, \"top_p\": number}} "
+                              f"({type(error).__name__}: {error}).") from None
+    if not (0 <= temperature <= 2 and 0 < top_p <= 1):
+        raise CheckpointError(f"{path} asks for temperature {temperature} and top_p {top_p}: temperature must be "
+                              "between 0 and 2, top_p above 0 and at most 1.")
+    return temperature, top_p
 
 
 def _check_weights(path: Path, model: MultimodalModel) -> None:

@@ -2,6 +2,7 @@
 
     backend.name                      # e.g. "builtin:small"
     backend.capabilities              # Capabilities(images=True, audio=True, context_length=1024)
+    backend.sampling                  # Sampling(temperature=0.0, top_p=1.0), or None: the app's defaults
     for piece in backend.stream(conversation, GenerationConfig(), cancel=event, info=info):
         ...                           # text pieces; `info` (ReplyInfo) is filled as it goes
 
@@ -23,6 +24,20 @@ class Capabilities:
     images: bool
     audio: bool
     context_length: int
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a model's makers say to decode it (what Hugging Face's generation_config.json holds):
+    the settings panel starts from these for that model."""
+
+    temperature: float  # 0 = greedy
+    top_p: float = 1.0
+
+
+def sampling_of(backend) -> "Sampling | None":
+    """The backend's own decoding defaults, or None when it has none (an optional attribute)."""
+    return getattr(backend, "sampling", None)
 
 
 @runtime_checkable

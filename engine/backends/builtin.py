@@ -17,9 +17,9 @@ from typing import Iterator
 
 import torch
 
-from engine.backends.base import Capabilities
+from engine.backends.base import Capabilities, Sampling
 from engine.generation import generate
-from engine.loading import load_checkpoint
+from engine.loading import load_checkpoint, load_sampling
 from engine.model import MultimodalModel
 from engine.prompt import build_prompt, collate
 from engine.streaming import stream_text
@@ -28,17 +28,21 @@ from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
 
 
 class BuiltinBackend:
-    def __init__(self, model: MultimodalModel, tokenizer: ChatTokenizer, name: str = "builtin"):
+    def __init__(self, model: MultimodalModel, tokenizer: ChatTokenizer, name: str = "builtin",
+                 sampling: Sampling | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.config = model.config
         self.capabilities = Capabilities(images=True, audio=True, context_length=model.config.max_seq_len)
+        self.sampling = sampling
 
     @classmethod
     def from_directory(cls, directory: str | Path, device: str = "auto") -> "BuiltinBackend":
         model, tokenizer = load_checkpoint(directory, device=device)
-        return cls(model, tokenizer, name=f"builtin:{Path(directory).name}")
+        sampling = load_sampling(directory)
+        return cls(model, tokenizer, name=f"builtin:{Path(directory).name}",
+                   sampling=Sampling(*sampling) if sampling else None)
 
     @property
     def device(self) -> torch.device:

@@ -38,7 +38,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from engine import preprocess
-from engine.backends.base import Capabilities
+from engine.backends.base import Capabilities, Sampling
 from engine.backends.errors import OOM_ADVICE, BackendError
 from engine.backends.hf_loading import context_length, load_pretrained
 from engine.backends.media import TEXT_ONLY_NOTICE, CachedTranscriber, Transcriber, audio_notes, image_notes, with_notes
@@ -93,6 +93,7 @@ class HFBackend:
         self._prompt_lock, self._generate_lock = threading.Lock(), threading.Lock()
         self._sanitize = True  # typed control tokens stay text, where the processor supports it
         generation = model.generation_config
+        self.sampling = _sampling(generation)
         eos = generation.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
@@ -271,6 +272,18 @@ class HFBackend:
             if streamer.first_token_at is not None:
                 info.time_to_first_token_s = streamer.first_token_at - started
             info.total_time_s = time.perf_counter() - started
+
+
+def _sampling(generation) -> Sampling | None:
+    """The model folder's generation_config.json as decoding defaults (None when it has none:
+    transformers then derives one from config.json, which says nothing about sampling)."""
+    if generation is None or getattr(generation, "_from_model_config", False):
+        return None
+    if not generation.do_sample:
+        return Sampling(temperature=0.0, top_p=1.0)
+    temperature = generation.temperature if generation.temperature is not None else 1.0
+    top_p = generation.top_p if generation.top_p is not None else 1.0
+    return Sampling(temperature=min(max(float(temperature), 0.0), 2.0), top_p=min(max(float(top_p), 0.05), 1.0))
 
 
 def _backend_error(exc: BaseException, name: str) -> Exception:

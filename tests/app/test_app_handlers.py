@@ -389,3 +389,21 @@ def test_scratch_files_are_purged_after_a_day(store, backend, settings):
     fresh = settings.scratch("undo-")
     ChatService(store, {"fake": backend}, settings, FakeSpeech())
     assert not old.exists() and fresh.exists()
+
+
+# ----------------------------------------------------------------------------- model defaults
+
+
+def test_the_settings_panel_starts_from_each_models_own_sampling(store, settings):
+    from engine.backends.base import Sampling
+
+    greedy, silent = FakeBackend(name="greedy"), FakeBackend(name="silent")
+    greedy.sampling = Sampling(temperature=0.0, top_p=1.0)
+    service = ChatService(store, {"greedy": greedy, "silent": silent}, settings)
+    first = service.default_options()
+    assert (first.model, first.temperature, first.top_p) == ("greedy", 0.0, 1.0)
+    other = service.default_options("silent")  # no defaults of its own: the app's
+    assert (other.model, other.temperature, other.top_p) == ("silent", 0.7, 0.95)
+    assert service.default_options("no such model").model == "greedy"
+    chosen = Settings(data_dir=settings.data_dir, temperature=1.1, top_p=0.5)  # the app's settings win
+    assert ChatService(store, {"greedy": greedy}, chosen).default_options().temperature == 1.1
