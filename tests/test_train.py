@@ -57,16 +57,19 @@ def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
     assert config["decoder"] == "lstm" and config["fusion"] == "gated"
 
 
-def test_scene_concepts_train_into_the_checkpoint(dataset, tmp_path):
+def test_scene_concepts_train_into_the_checkpoint(tmp_path):
+    scenes = tmp_path / "scenes"  # every batch holds scenes for the head to learn from
+    build_dataset(BuildConfig(out=scenes, scenes=12, sounds=2, photos=False, chitchat=False,
+                              cache_dir=tmp_path / "sound_cache"))
     grid = {"image_size": 48, "image_channels": [16, 32, 32, 32]}  # one image token per scene cell
-    model_dir = train(tiny_run(dataset, tmp_path / "run", steps=3, scene_concepts=True, model_overrides=grid))
+    model_dir = train(tiny_run(scenes, tmp_path / "run", steps=3, scene_concepts=True, model_overrides=grid))
     model, tokenizer = load_checkpoint(model_dir, device="cpu")
     assert model.concepts is not None and model.config.image_concepts == concept_token_ids(tokenizer)
     assert not (tmp_path / "run" / "last" / "scene_probe.pt").exists()  # the head is in the model
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("probe_loss" in entry for entry in log)
     with pytest.raises(ValueError, match="one image token per scene cell"):
-        train(tiny_run(dataset, tmp_path / "other", steps=1, scene_concepts=True))
+        train(tiny_run(scenes, tmp_path / "other", steps=1, scene_concepts=True))
 
 
 def test_evaluation_reports_every_metric(dataset, tmp_path, capsys):
