@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.backends import DEFAULT_MODEL
+from engine.backends.base import Sampling, sampling_of
 from engine.backends.builtin import BuiltinBackend
 from engine.data.questions import make_question
 from engine.data.scenes import random_scene, render_scene
@@ -53,6 +54,10 @@ def test_the_builtin_model_is_shipped_small_and_complete():
     assert sum(files.values()) < 50 * 2 ** 20
     config = json.loads((DEFAULT_MODEL / "config.json").read_text())
     assert set(config["observations"]) == {"ocr", "faces", "colors", "asr"}
+
+
+def test_it_asks_to_be_decoded_greedily_as_it_was_evaluated(backend):
+    assert sampling_of(backend) == Sampling(temperature=0.0, top_p=1.0)
 
 
 def answered(backend, new_scenes, qtype) -> tuple[int, int]:

@@ -45,7 +45,7 @@ OWNED = ("images", "audio", "train.jsonl", "heldout.jsonl", "manifest.json")
 class BuildConfig:
     out: Path
     seed: int = 0
-    scenes: int = 24000  # train scenes; held-out gets scenes * heldout_fraction more
+    scenes: int = 6000  # train scenes; held-out gets scenes * heldout_fraction more
     questions_per_scene: int = 2  # conversations per scene, of different question types
     photos: bool = True
     photo_variants: int = 4  # copies of each photo (the first unchanged, the others cropped/flipped)
