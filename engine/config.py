@@ -38,8 +38,6 @@ class ModelConfig:
     # image encoder: a small CNN over image_size x image_size RGB -> (image_size/16)^2 tokens
     image_size: int = 64
     image_channels: tuple[int, ...] = (32, 64, 128, 192)  # one stride-2 conv stage each
-    # token ids of the words a concept head names in every image token (engine.concepts); () = none
-    image_concepts: tuple[tuple[int, ...], ...] = ()
     # audio encoder: conv subsampling over log-mel frames
     sample_rate: int = 16000
     n_mels: int = 64
@@ -61,8 +59,6 @@ class ModelConfig:
             problems.append("d_model must split into n_heads heads of even width")
         if self.image_size % (2 ** len(self.image_channels)):
             problems.append("image_size must be divisible by 2 ** len(image_channels)")
-        if any(not ids or any(not 0 <= i < self.vocab_size for i in ids) for ids in self.image_concepts):
-            problems.append("image_concepts must list, for each concept, token ids inside the vocabulary")
         if set(self.observations) - {"ocr", "faces", "colors", "asr"}:
             problems.append("observations may only name 'ocr', 'faces', 'colors' and 'asr'")
         if self.audio_stride != 8:
@@ -99,9 +95,6 @@ class ModelConfig:
         if data.get("version", CONFIG_VERSION) > CONFIG_VERSION:
             raise CheckpointError(f"{source} was written by a newer version of this program; please upgrade.")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        if "image_concepts" in values:  # a list of lists in JSON
-            values["image_concepts"] = tuple(tuple(ids) if isinstance(ids, list) else ids
-                                             for ids in values["image_concepts"])
         try:
             return cls(**values)
         except (TypeError, ValueError) as error:

@@ -66,15 +66,13 @@ class Fusion(nn.Module):
             self.gates = nn.Parameter(torch.zeros(3))  # sigmoid(0) = 0.5 per modality
             self.key = nn.Linear(d, d, bias=False)
 
-    def forward(self, text: torch.Tensor, inputs: ModelInputs, image_tokens, audio_tokens,
-                image_concepts: torch.Tensor | None = None) -> torch.Tensor:
-        """text (B, T, C) embeddings; image_tokens (N, P, C_i) or None; audio_tokens [(L, C_a)];
-        image_concepts (N, P, C), already in the decoder's width, added to the projected image tokens."""
+    def forward(self, text: torch.Tensor, inputs: ModelInputs, image_tokens, audio_tokens) -> torch.Tensor:
+        """text (B, T, C) embeddings; image_tokens (N, P, C_i) or None; audio_tokens [(L, C_a)]."""
         if self.mode == "concat":
-            return self._splice(text, inputs, image_tokens, audio_tokens, image_concepts)
-        return self._fill_slots(text, inputs, image_tokens, audio_tokens, image_concepts)
+            return self._splice(text, inputs, image_tokens, audio_tokens)
+        return self._fill_slots(text, inputs, image_tokens, audio_tokens)
 
-    def _splice(self, x, inputs, image_tokens, audio_tokens, image_concepts):
+    def _splice(self, x, inputs, image_tokens, audio_tokens):
         for kind, tokens, project in ((IMAGE, image_tokens, self.project_image),
                                       (AUDIO, audio_tokens, self.project_audio)):
             mask = inputs.media_kind == kind  # (B, T)
@@ -84,12 +82,10 @@ class Fusion(nn.Module):
             if int(mask.sum()) != flat.shape[0]:
                 raise ValueError(f"{int(mask.sum())} placeholders for {flat.shape[0]} media tokens")
             values = project(flat) + self.modality.weight[kind]
-            if kind == IMAGE and image_concepts is not None:
-                values = values + image_concepts.flatten(0, 1)  # (N, P, C) -> (N*P, C)
             x = x.masked_scatter(mask[..., None], values.to(x.dtype))
         return x
 
-    def _fill_slots(self, x, inputs, image_tokens, audio_tokens, image_concepts):
+    def _fill_slots(self, x, inputs, image_tokens, audio_tokens):
         if not inputs.slots:
             return x
         fused = []
@@ -97,10 +93,7 @@ class Fusion(nn.Module):
             start, end = slot.text_span
             parts = [(TEXT, self.project_text(x[slot.batch, start:end]))]  # (n_text, C)
             if slot.images:
-                projected = self.project_image(image_tokens[slot.images].flatten(0, 1))  # (n_images*P, C)
-                if image_concepts is not None:
-                    projected = projected + image_concepts[slot.images].flatten(0, 1)
-                parts.append((IMAGE, projected))
+                parts.append((IMAGE, self.project_image(image_tokens[slot.images].flatten(0, 1))))
             if slot.audio:
                 parts.append((AUDIO, self.project_audio(torch.cat([audio_tokens[i] for i in slot.audio]))))
             fused.append(self._pool([(kind, p) for kind, p in parts if p.shape[0] > 0]))

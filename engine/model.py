@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.concepts import ConceptHead
 from engine.config import ModelConfig
 from engine.decoder import build_decoder
 from engine.encoders import AudioEncoder, ImageEncoder, TextEncoder
@@ -26,7 +25,6 @@ class MultimodalModel(nn.Module):
         self.text_encoder = TextEncoder(config)
         self.image_encoder = ImageEncoder(config)
         self.audio_encoder = AudioEncoder(config)
-        self.concepts = ConceptHead(self.image_encoder.out_dim, config.image_concepts) if config.image_concepts else None
         self.fusion = Fusion(config, self.image_encoder.out_dim, self.audio_encoder.out_dim)
         self.decoder = build_decoder(config)
         self.norm = nn.RMSNorm(config.d_model)
@@ -42,10 +40,7 @@ class MultimodalModel(nn.Module):
             return x
         image_tokens = self.image_encoder(inputs.images.to(x.dtype)) if inputs.images is not None else None
         audio_tokens = [self.audio_encoder(mel.to(x.dtype)) for mel in inputs.audio]
-        concepts = None
-        if self.concepts is not None and image_tokens is not None:
-            concepts = self.concepts(image_tokens, self.text_encoder.embedding.weight)  # (N, P, C)
-        return self.fusion(x, inputs, image_tokens, audio_tokens, concepts)
+        return self.fusion(x, inputs, image_tokens, audio_tokens)
 
     def forward(self, inputs: ModelInputs, cache: nn.Module | None = None) -> torch.Tensor:
         """Final hidden states (B, T, C); with a cache, also fills it (prefill)."""

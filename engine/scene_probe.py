@@ -12,13 +12,6 @@ grid, the shape kind (or empty / text) and its colour. The probe lives only in t
     probe = SceneProbe(config)
     target = scene_target(example.meta["scene"])     # (9, 2) long, or None for non-scenes
     loss = probe.loss(image_tokens, targets)         # image_tokens (N, P, C), targets (N, 9, 2)
-
-A model with a concept head (engine.concepts; `python -m engine.train --scene-concepts true`)
-keeps that reading: `ConceptProbe(model.concepts)` trains the head on the same targets, and the
-head ships with the model, naming the shape and colour words in every image token.
-
-    config = replace(config, image_concepts=concept_token_ids(tokenizer))
-    probe = ConceptProbe(model.concepts)
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ from engine.data.scenes import SHAPE_COLORS, SHAPES
 CELLS = 9  # the scene generator's 3x3 grid
 KINDS = ("empty", "text", *SHAPES)
 COLORS = ("none", *SHAPE_COLORS)
-CONCEPT_WORDS = (*SHAPES, *SHAPE_COLORS)  # what a concept head names, in this order
 
 
 def scene_target(scene: dict | None) -> torch.Tensor | None:
@@ -74,36 +66,3 @@ class SceneProbe(nn.Module):
         colors = self.colors(features).view(-1, CELLS, len(COLORS))  # (N, 9, K')
         return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \
             F.cross_entropy(colors.flatten(0, 1), targets[..., 1].flatten())
-
-
-def concept_token_ids(tokenizer) -> tuple[tuple[int, ...], ...]:
-    """Each concept word's token ids as it appears mid-sentence ("It is a diamond."): for
-    `ModelConfig.image_concepts`."""
-    return tuple(tuple(tokenizer.encode(" " + word)) for word in CONCEPT_WORDS)
-
-
-class ConceptProbe:
-    """The scene targets, as multi-hot concept labels, for a model's own concept head.
-
-    It has no parameters of its own: the head is part of the model (and its optimizer group)."""
-
-    def __init__(self, head: nn.Module):
-        self.head = head
-
-    def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """image_tokens (N, 9, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
-        logits = self.head.logits(image_tokens.float())  # (N, 9, K)
-        return F.binary_cross_entropy_with_logits(logits, concept_labels(targets).to(logits.dtype))
-
-
-def concept_labels(targets: torch.Tensor) -> torch.Tensor:
-    """(N, 9, 2) kind / colour indices -> (N, 9, K) multi-hot over CONCEPT_WORDS (empty cells
-    and text name nothing)."""
-    labels = torch.zeros(*targets.shape[:-1], len(CONCEPT_WORDS), device=targets.device)
-    kinds, colors = targets[..., 0], targets[..., 1]
-    first_shape = KINDS.index(SHAPES[0])
-    shaped = kinds >= first_shape
-    labels[shaped, kinds[shaped] - first_shape] = 1.0
-    colored = colors >= 1
-    labels[colored, len(SHAPES) + colors[colored] - 1] = 1.0
-    return labels

@@ -33,7 +33,7 @@ from engine.loading import load_checkpoint, resolve_device, save_checkpoint, sav
 from engine.model import MultimodalModel
 from engine.observe_cache import load_observations
 from engine.prompt import ContextTooLong, Prompt, build_prompt, collate
-from engine.scene_probe import CELLS, ConceptProbe, SceneProbe, concept_token_ids, scene_target
+from engine.scene_probe import SceneProbe, scene_target
 from engine.tokenizer import ChatTokenizer
 from engine.types import CheckpointError, EngineError, InputError
 
@@ -59,7 +59,6 @@ class TrainConfig:
     checkpoint_every: int = 250
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     scene_probe: bool = True  # train the image encoder with the auxiliary scene probe too
-    scene_concepts: bool = False  # give the model a concept head (engine.concepts), trained as the probe
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -100,7 +99,7 @@ def encode_pairs(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: 
 
 
 def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
-               probe: SceneProbe | ConceptProbe | None = None, targets: list | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+               probe: SceneProbe | None = None, targets: list | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """Mean cross-entropy over the assistant tokens of a batch, how many there were, and the
     scene probe's loss (None without a `probe`, per-prompt scene `targets` — None where a prompt
     is not a scene — or scenes in the batch; see engine.scene_probe)."""
@@ -152,7 +151,7 @@ def _save_state(out: Path, model, tokenizer, optimizer, step: int, history: list
     tmp = out / "last.tmp"
     save_checkpoint(tmp, model, tokenizer)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if isinstance(probe, SceneProbe):  # a ConceptProbe's head is saved with the model
+    if probe is not None:
         torch.save(probe.state_dict(), tmp / "scene_probe.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
     if (out / "last").exists():
@@ -214,14 +213,8 @@ def train(cfg: TrainConfig) -> Path:
         texts = [t.text for e in train_examples for t in e.conversation.turns] + \
                 [e.conversation.system_prompt for e in train_examples]
         base = preset(cfg.preset, **cfg.model_overrides)
-        if cfg.scene_concepts and base.image_tokens != CELLS:
-            raise ValueError(f"scene_concepts needs one image token per scene cell ({CELLS}); this model "
-                             f"makes {base.image_tokens} (image_size / 2**len(image_channels) = 3).")
         tokenizer = ChatTokenizer.train(texts, vocab_size=base.vocab_size)
-        base = dataclasses.replace(base, vocab_size=tokenizer.vocab_size)
-        if cfg.scene_concepts:
-            base = dataclasses.replace(base, image_concepts=concept_token_ids(tokenizer))
-        model = MultimodalModel(base).to(device)
+        model = MultimodalModel(dataclasses.replace(base, vocab_size=tokenizer.vocab_size)).to(device)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     model.train().requires_grad_(True)
     config = model.config
@@ -233,9 +226,7 @@ def train(cfg: TrainConfig) -> Path:
     train_prompts = [prompt for _, prompt in train_pairs]
     scene_targets = [scene_target(example.meta.get("scene")) for example, _ in train_pairs]
     probe = None
-    if cfg.scene_probe and model.concepts is not None:
-        probe = ConceptProbe(model.concepts)  # its parameters are the model's
-    elif cfg.scene_probe:
+    if cfg.scene_probe:
         probe = SceneProbe(config, model.image_encoder.out_dim).to(device)
         if step and (out / "last" / "scene_probe.pt").is_file():
             probe.load_state_dict(torch.load(out / "last" / "scene_probe.pt", map_location=device))
@@ -243,7 +234,7 @@ def train(cfg: TrainConfig) -> Path:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if isinstance(probe, SceneProbe):
+    if probe is not None:
         groups.append({"params": list(probe.parameters()), "weight_decay": cfg.weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     if step and (out / "last" / "optimizer.pt").is_file():

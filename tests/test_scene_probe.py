@@ -1,5 +1,4 @@
-"""The auxiliary scene probe (or the concept head in its place): its targets, and that it teaches
-the image encoder to see."""
+"""The auxiliary scene probe: its targets, and that it teaches the image encoder to see."""
 
 import random
 
@@ -8,10 +7,9 @@ import torch
 
 from engine import preprocess
 from engine.config import preset
-from engine.data.scenes import SHAPE_COLORS, SHAPES, random_scene, render_scene
+from engine.data.scenes import random_scene, render_scene
 from engine.model import MultimodalModel
-from engine.scene_probe import COLORS, KINDS, ConceptProbe, SceneProbe, concept_token_ids, scene_target
-from engine.tokenizer import ChatTokenizer
+from engine.scene_probe import COLORS, KINDS, SceneProbe, scene_target
 
 
 def test_targets_name_each_cell_of_the_grid():
@@ -27,32 +25,18 @@ def test_targets_name_each_cell_of_the_grid():
     assert scene_target(None) is None
 
 
-GRID3 = {"image_size": 48, "image_channels": (16, 32, 32, 32)}  # one image token per scene cell
-
-
-def probe_for(kind: str):
-    """(config, model, probe, trained parameters) for one way of reading the image tokens."""
-    if kind == "concept-head":  # the model's own head (engine.concepts), trained as the probe
-        tokenizer = ChatTokenizer.train([f"a {k} in {c}" for k in SHAPES for c in SHAPE_COLORS] * 4, vocab_size=400)
-        config = preset("tiny", vocab_size=tokenizer.vocab_size, image_concepts=concept_token_ids(tokenizer), **GRID3)
-        model = MultimodalModel(config)
-        return config, model, ConceptProbe(model.concepts), [*model.image_encoder.parameters(),
-                                                             *model.concepts.parameters()]
-    config = preset("tiny", **(GRID3 if kind == "one-token-per-cell" else {}))
+@pytest.mark.parametrize("grid", [{}, {"image_size": 48, "image_channels": (16, 32, 32, 32)}],
+                         ids=["all-tokens", "one-token-per-cell"])
+def test_the_probe_loss_falls_as_the_image_encoder_learns(grid):
+    torch.manual_seed(0)
+    config = preset("tiny", **grid)
     model = MultimodalModel(config)
     probe = SceneProbe(config, model.image_encoder.out_dim)
     assert probe.per_token == (config.image_tokens == 9)
-    return config, model, probe, [*model.image_encoder.parameters(), *probe.parameters()]
-
-
-@pytest.mark.parametrize("kind", ["all-tokens", "one-token-per-cell", "concept-head"])
-def test_the_probe_loss_falls_as_the_image_encoder_learns(kind):
-    torch.manual_seed(0)
-    config, model, probe, parameters = probe_for(kind)
     scenes = [random_scene(random.Random(f"probe/{i}")) for i in range(16)]
     pixels = torch.stack([preprocess.image_to_tensor(render_scene(s, 64), config.image_size) for s in scenes])
     targets = torch.stack([scene_target(s.to_dict()) for s in scenes])
-    optimizer = torch.optim.AdamW(parameters, lr=3e-3)
+    optimizer = torch.optim.AdamW([*model.image_encoder.parameters(), *probe.parameters()], lr=3e-3)
     losses = []
     for _ in range(40):
         loss = probe.loss(model.image_encoder(pixels), targets)

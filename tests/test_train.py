@@ -11,8 +11,7 @@ import torch
 
 from engine.data import BuildConfig, build_dataset
 from engine.evaluate import main as evaluate_main
-from engine.loading import load_checkpoint
-from engine.scene_probe import concept_token_ids
+from engine.loading import load_checkpoint, load_sampling
 from engine.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +37,7 @@ def test_training_writes_a_loadable_checkpoint_curves_and_learns(dataset, tmp_pa
     assert model.config.vocab_size == tokenizer.vocab_size
     for name in ("loss.png", "log.jsonl", "train_config.json", "last/state.json", "last/optimizer.pt"):
         assert (tmp_path / "run" / name).is_file(), name
+    assert load_sampling(model_dir) == (0.0, 1.0)  # decoded greedily, as evaluation measures it
     held = [json.loads(line)["heldout_loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
             if "heldout_loss" in line]
     assert len(held) == 6 and held[-1] < held[0]
@@ -55,21 +55,6 @@ def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
     model_dir = train(tiny_run(dataset, tmp_path / "lstm", steps=3, model_overrides={"decoder": "lstm", "fusion": "gated"}))
     config = json.loads((model_dir / "config.json").read_text())
     assert config["decoder"] == "lstm" and config["fusion"] == "gated"
-
-
-def test_scene_concepts_train_into_the_checkpoint(tmp_path):
-    scenes = tmp_path / "scenes"  # every batch holds scenes for the head to learn from
-    build_dataset(BuildConfig(out=scenes, scenes=12, sounds=2, photos=False, chitchat=False,
-                              cache_dir=tmp_path / "sound_cache"))
-    grid = {"image_size": 48, "image_channels": [16, 32, 32, 32]}  # one image token per scene cell
-    model_dir = train(tiny_run(scenes, tmp_path / "run", steps=3, scene_concepts=True, model_overrides=grid))
-    model, tokenizer = load_checkpoint(model_dir, device="cpu")
-    assert model.concepts is not None and model.config.image_concepts == concept_token_ids(tokenizer)
-    assert not (tmp_path / "run" / "last" / "scene_probe.pt").exists()  # the head is in the model
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert any("probe_loss" in entry for entry in log)
-    with pytest.raises(ValueError, match="one image token per scene cell"):
-        train(tiny_run(scenes, tmp_path / "other", steps=1, scene_concepts=True))
 
 
 def test_evaluation_reports_every_metric(dataset, tmp_path, capsys):
