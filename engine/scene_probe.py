@@ -58,11 +58,26 @@ class SceneProbe(nn.Module):
         self.kinds = nn.Linear(width, cells * len(KINDS))
         self.colors = nn.Linear(width, cells * len(COLORS))
 
-    def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
+    def logits(self, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_tokens (N, P, C) -> kind logits (N, 9, K) and colour logits (N, 9, K')."""
         features = image_tokens.float() if self.per_token else image_tokens.flatten(1).float()
         # per token: (N, 9, C); all tokens: (N, P, C) -> (N, P*C)
         kinds = self.kinds(features).view(-1, CELLS, len(KINDS))  # (N, 9, K)
         colors = self.colors(features).view(-1, CELLS, len(COLORS))  # (N, 9, K')
+        return kinds, colors
+
+    def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
+        kinds, colors = self.logits(image_tokens)
         return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \
             F.cross_entropy(colors.flatten(0, 1), targets[..., 1].flatten())
+
+    @torch.no_grad()
+    def hits(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> dict[str, tuple[int, int]]:
+        """How many cells it names right, as (right, of): the kind and the colour of cells with
+        a shape, and the cells without one (empty or text)."""
+        kinds, colors = (logits.argmax(-1) for logits in self.logits(image_tokens))  # (N, 9) each
+        shaped = targets[..., 0] >= KINDS.index(SHAPES[0])
+        return {"shape kind": (int((kinds == targets[..., 0])[shaped].sum()), int(shaped.sum())),
+                "shape colour": (int((colors == targets[..., 1])[shaped].sum()), int(shaped.sum())),
+                "empty or text": (int((kinds == targets[..., 0])[~shaped].sum()), int((~shaped).sum()))}
