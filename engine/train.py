@@ -59,6 +59,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     scene_probe: bool = True  # train the image encoder with the auxiliary scene probe too
+    init_from: str = ""  # fine-tune: start from this run folder's model (and its probe), not from scratch
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -209,6 +210,10 @@ def train(cfg: TrainConfig) -> Path:
         state = json.loads((out / "last" / "state.json").read_text())
         step, history = state["step"], state["history"]
         print(f"Resuming from step {step} in {out / 'last'}", file=sys.stderr)
+    elif cfg.init_from:
+        model, tokenizer = load_checkpoint(Path(cfg.init_from) / "model", device=device, dtype=torch.float32)
+        print(f"Starting from {Path(cfg.init_from) / 'model'} (preset and model_overrides are not used)",
+              file=sys.stderr)
     else:
         texts = [t.text for e in train_examples for t in e.conversation.turns] + \
                 [e.conversation.system_prompt for e in train_examples]
@@ -228,8 +233,9 @@ def train(cfg: TrainConfig) -> Path:
     probe = None
     if cfg.scene_probe:
         probe = SceneProbe(config, model.image_encoder.out_dim).to(device)
-        if step and (out / "last" / "scene_probe.pt").is_file():
-            probe.load_state_dict(torch.load(out / "last" / "scene_probe.pt", map_location=device))
+        start_probe = out / "last" / "scene_probe.pt" if step else Path(cfg.init_from or out) / "last" / "scene_probe.pt"
+        if (step or cfg.init_from) and start_probe.is_file():
+            probe.load_state_dict(torch.load(start_probe, map_location=device))
     heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

@@ -53,6 +53,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
         torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
 
 
+def test_a_run_can_start_from_another_runs_model(dataset, tmp_path):
+    source = load_checkpoint(train(tiny_run(dataset, tmp_path / "source", steps=4)), device="cpu")
+    # lr 0: the fine-tuned model must still be exactly the one it started from
+    tuned = load_checkpoint(train(tiny_run(dataset, tmp_path / "tuned", steps=1, lr=0.0,
+                                           init_from=str(tmp_path / "source"))), device="cpu")
+    assert tuned[1].vocab_size == source[1].vocab_size and tuned[0].config == source[0].config
+    for name, tensor in source[0].state_dict().items():
+        torch.testing.assert_close(tuned[0].state_dict()[name], tensor, msg=name)
+    with pytest.raises(CheckpointError, match="No model directory"):
+        train(tiny_run(dataset, tmp_path / "other", steps=1, init_from=str(tmp_path / "missing")))
+
+
 def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
     model_dir = train(tiny_run(dataset, tmp_path / "lstm", steps=3, model_overrides={"decoder": "lstm", "fusion": "gated"}))
     config = json.loads((model_dir / "config.json").read_text())
