@@ -22,8 +22,10 @@ from engine.scene_probe import SceneProbe, scene_target
 from engine.types import CheckpointError, EngineError
 
 
-def probe_hits(run: Path, data: Path, limit: int = 400, batch_size: int = 50) -> dict[str, tuple[int, int]]:
-    """(right, of) per cell kind over the first `limit` held-out scene images of `data`."""
+def probe_hits(run: Path, data: Path, limit: int = 400,
+               batch_size: int = 50) -> tuple[int, dict[str, tuple[int, int]]]:
+    """How many held-out scene images of `data` were read (the first `limit`), and (right, of)
+    per kind of cell over them."""
     from engine.data import load_dataset
 
     model, _ = load_checkpoint(run / "model", device="cpu", dtype=torch.float32)
@@ -33,8 +35,12 @@ def probe_hits(run: Path, data: Path, limit: int = 400, batch_size: int = 50) ->
                               "its last/ folder was removed.")
     probe = SceneProbe(model.config, model.image_encoder.out_dim)
     try:
-        probe.load_state_dict(torch.load(weights, map_location="cpu"))
-    except RuntimeError as error:
+        state = torch.load(weights, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same sentence
+        raise CheckpointError(f"{weights} is corrupt: {error}") from None
+    try:
+        probe.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{weights} does not belong to {run / 'model'}: {error}") from None
     scenes: dict[str, dict] = {}
     for example in load_dataset(data, "heldout"):
@@ -54,7 +60,7 @@ def probe_hits(run: Path, data: Path, limit: int = 400, batch_size: int = 50) ->
         for name, (right, of) in probe.hits(tokens, targets).items():
             total = totals.setdefault(name, [0, 0])
             total[0], total[1] = total[0] + right, total[1] + of
-    return {name: (right, of) for name, (right, of) in totals.items()} | {"scenes": (len(items), len(items))}
+    return len(items), {name: (right, of) for name, (right, of) in totals.items()}
 
 
 def main(argv=None) -> int:
@@ -64,11 +70,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=400, help="held-out scene images to read")
     args = parser.parse_args(argv)
     try:
-        hits = probe_hits(Path(args.run), Path(args.data), args.limit)
+        scenes, hits = probe_hits(Path(args.run), Path(args.data), args.limit)
     except EngineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{hits.pop('scenes')[0]} held-out scenes of {args.data}, read by the scene probe of {args.run}:")
+    print(f"{scenes} held-out scenes of {args.data}, read by the scene probe of {args.run}:")
     for name, (right, of) in hits.items():
         print(f"  {name}: {right} of {of} cells ({100 * right / max(of, 1):.1f}%)")
     return 0

@@ -233,9 +233,9 @@ def train(cfg: TrainConfig) -> Path:
     probe = None
     if cfg.scene_probe:
         probe = SceneProbe(config, model.image_encoder.out_dim).to(device)
-        start_probe = out / "last" / "scene_probe.pt" if step else Path(cfg.init_from or out) / "last" / "scene_probe.pt"
-        if (step or cfg.init_from) and start_probe.is_file():
-            probe.load_state_dict(torch.load(start_probe, map_location=device))
+        start = out if step else Path(cfg.init_from) if cfg.init_from else None  # a run to continue
+        if start is not None and (start / "last" / "scene_probe.pt").is_file():
+            probe.load_state_dict(torch.load(start / "last" / "scene_probe.pt", map_location=device))
     heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

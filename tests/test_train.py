@@ -73,17 +73,20 @@ def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
 
 def test_probe_check_counts_every_cell_of_the_held_out_scenes(dataset, tmp_path):
     train(tiny_run(dataset, tmp_path / "run", steps=2))
-    hits = probe_hits(tmp_path / "run", dataset, limit=5)
+    read, hits = probe_hits(tmp_path / "run", dataset, limit=5)
     scenes = {}
     for line in (dataset / "heldout.jsonl").read_text().splitlines():
         example = json.loads(line)
         if example.get("meta", {}).get("scene") and len(scenes) < 5:
             scenes.setdefault(example["turns"][0]["images"][0], example["meta"]["scene"])
     shapes = sum(len(scene["shapes"]) for scene in scenes.values())
-    assert scenes and hits["scenes"] == (len(scenes), len(scenes))
+    assert scenes and read == len(scenes)
     assert hits["shape kind"][1] == hits["shape colour"][1] == shapes
     assert hits["empty or text"][1] == 9 * len(scenes) - shapes
     assert all(0 <= right <= of for right, of in hits.values())
+    (tmp_path / "run" / "last" / "scene_probe.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="scene_probe.pt is corrupt"):
+        probe_hits(tmp_path / "run", dataset)
     (tmp_path / "run" / "last" / "scene_probe.pt").unlink()
     with pytest.raises(CheckpointError, match="scene_probe.pt is missing"):
         probe_hits(tmp_path / "run", dataset)
