@@ -49,7 +49,7 @@ def probe_hits(run: Path, data: Path, limit: int = 400,
             scenes.setdefault(str(images[0]), scene)
     if not scenes:
         raise EngineError(f"{data} has no held-out scenes.")
-    totals: dict[str, list[int]] = {}
+    totals: dict[str, tuple[int, int]] = {}
     items = list(scenes.items())
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
@@ -58,9 +58,9 @@ def probe_hits(run: Path, data: Path, limit: int = 400,
             tokens = model.image_encoder(pixels)  # (N, P, C)
         targets = torch.stack([scene_target(scene) for _, scene in chunk])  # (N, 9, 2)
         for name, (right, of) in probe.hits(tokens, targets).items():
-            total = totals.setdefault(name, [0, 0])
-            total[0], total[1] = total[0] + right, total[1] + of
-    return len(items), {name: (right, of) for name, (right, of) in totals.items()}
+            before = totals.get(name, (0, 0))
+            totals[name] = (before[0] + right, before[1] + of)
+    return len(items), totals
 
 
 def main(argv=None) -> int:

@@ -36,8 +36,7 @@ def new_scenes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("new_scenes")
     scenes = []
     for i in range(24):
-        rng = random.Random(f"tests-only/{i}")
-        scene = random_scene(rng)
+        scene = random_scene(random.Random(f"tests-only/{i}"))
         path = folder / f"{i}.png"
         render_scene(scene, 128).save(path)
         scenes.append((scene, path, i))
