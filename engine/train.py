@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.config import ModelConfig, preset
+from engine.data.quiz import is_quizzable, quiz
 from engine.loading import load_checkpoint, resolve_device, save_checkpoint, save_sampling
 from engine.model import MultimodalModel
 from engine.observe_cache import load_observations
@@ -60,9 +62,17 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     scene_probe: bool = True  # train the image encoder with the auxiliary scene probe too
     init_from: str = ""  # fine-tune: start from this run folder's model (and its probe), not from scratch
+    source_weights: dict = field(default_factory=dict)  # e.g. {"scene": 0.25}: drawn a quarter as often
+    scene_questions: int = 1  # >1: each scene picked is asked 1..N fresh questions (engine.data.quiz)
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(w, (int, float)) and w >= 0 for w in self.source_weights.values()):
+            raise InputError(f"source_weights must map sources to numbers >= 0, not {self.source_weights}")
+        if self.scene_questions < 1:
+            raise InputError(f"scene_questions must be at least 1, not {self.scene_questions}")
 
 
 def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
@@ -230,6 +240,11 @@ def train(cfg: TrainConfig) -> Path:
     train_pairs = encode_pairs(train_examples, tokenizer, config, "encoding train", cache)
     train_prompts = [prompt for _, prompt in train_pairs]
     scene_targets = [scene_target(example.meta.get("scene")) for example, _ in train_pairs]
+    draw = list(itertools.accumulate(cfg.source_weights.get(example.source, 1.0) for example, _ in train_pairs)) \
+        if cfg.source_weights else None
+    if draw is not None and not draw[-1]:
+        raise InputError(f"source_weights {cfg.source_weights} leave nothing of {cfg.data} to train on.")
+    quizzable = [example if cfg.scene_questions > 1 and is_quizzable(example) else None for example, _ in train_pairs]
     probe = None
     if cfg.scene_probe:
         probe = SceneProbe(config, model.image_encoder.out_dim).to(device)
@@ -250,8 +265,11 @@ def train(cfg: TrainConfig) -> Path:
     progress = tqdm(total=cfg.steps, initial=step, desc="training", file=sys.stderr, dynamic_ncols=True)
     while step < cfg.steps:
         order = random.Random(cfg.seed * 1_000_003 + step)  # the batch depends on (seed, step) only
-        chosen = order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts)))
-        batch = [train_prompts[i] for i in chosen]
+        chosen = order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts))) if draw is None \
+            else order.choices(range(len(train_prompts)), cum_weights=draw, k=cfg.batch_size)
+        batch = [train_prompts[i] if quizzable[i] is None else
+                 build_prompt(quiz(quizzable[i], order, cfg.scene_questions), tokenizer, config, add_generation_prompt=False)
+                 for i in chosen]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         loss, _, probe_loss = batch_loss(model, batch, device, probe, [scene_targets[i] for i in chosen])
@@ -291,6 +309,14 @@ def _flag(text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
+def _weights(text: str) -> dict:
+    """--source-weights scene=0.25,sound=2"""
+    try:
+        return {name.strip(): float(value) for name, value in (pair.split("=") for pair in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT pairs like scene=0.25,sound=2, not {text!r}") from None
+
+
 def parse_args(argv=None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
@@ -302,6 +328,8 @@ def parse_args(argv=None) -> TrainConfig:
         kind = type(f.default) if f.default is not dataclasses.MISSING else str
         if kind is bool:
             kind = _flag
+        if f.name == "source_weights":
+            kind = _weights
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}

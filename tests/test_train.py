@@ -14,7 +14,7 @@ from engine.evaluate import main as evaluate_main
 from engine.loading import load_checkpoint, load_sampling
 from engine.probe_check import probe_hits
 from engine.train import TrainConfig, train
-from engine.types import CheckpointError
+from engine.types import CheckpointError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -131,3 +131,35 @@ def test_the_scene_probe_flag_takes_true_or_false_and_refuses_anything_else(caps
     with pytest.raises(SystemExit):
         parse_args(["--scene-probe", "maybe"])
     assert "expected true or false" in capsys.readouterr().err
+
+
+def test_fresh_scene_quizzes_and_source_weights_train_and_resume_to_the_same_weights(dataset, tmp_path):
+    # the tiny dataset is 810 chit-chat lines and 24 scene questions: draw mostly scenes
+    options = {"scene_questions": 3, "source_weights": {"scene": 4.0, "chitchat": 0.1}}
+    whole = load_checkpoint(train(tiny_run(dataset, tmp_path / "whole", steps=6, **options)), device="cpu")[0]
+    train(tiny_run(dataset, tmp_path / "split", steps=3, **options))
+    resumed = load_checkpoint(train(tiny_run(dataset, tmp_path / "split", steps=6, **options)), device="cpu")[0]
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+    # the weights change which conversations are drawn, the quizzes what is asked about the scenes drawn
+    plain = load_checkpoint(train(tiny_run(dataset, tmp_path / "plain", steps=6)), device="cpu")[0].state_dict()
+    weighted = load_checkpoint(train(tiny_run(dataset, tmp_path / "weighted", steps=6,
+                                              source_weights=options["source_weights"])), device="cpu")[0].state_dict()
+    assert any(not torch.equal(plain[key], tensor) for key, tensor in weighted.items())
+    assert any(not torch.equal(weighted[key], tensor) for key, tensor in whole.state_dict().items())
+
+
+def test_bad_quiz_and_weight_settings_are_refused(dataset, tmp_path, capsys):
+    from engine.train import parse_args
+
+    assert parse_args(["--source-weights", "scene=0.25, sound=2"]).source_weights == {"scene": 0.25, "sound": 2.0}
+    with pytest.raises(SystemExit):
+        parse_args(["--source-weights", "scene"])
+    assert "SOURCE=WEIGHT" in capsys.readouterr().err
+    with pytest.raises(InputError, match="numbers >= 0"):
+        TrainConfig(source_weights={"scene": -1})
+    with pytest.raises(InputError, match="at least 1"):
+        TrainConfig(scene_questions=0)
+    nothing = {source: 0 for source in ("scene", "sound", "chitchat", "photo")}
+    with pytest.raises(InputError, match="nothing"):
+        train(tiny_run(dataset, tmp_path / "none", steps=1, source_weights=nothing))
