@@ -73,24 +73,24 @@ def answered(backend, new_scenes, qtype) -> tuple[int, int]:
 
 
 # What the shipped model does on the held-out data (`python -m engine.evaluate`): word 100%, count
-# 83%, shape 74%, colour 53%; on these 24 scenes (greedy, CPU): 24, 17, 16 and 20 of 24. The bars of
+# 67%, shape 78%, colour 61%; on these 24 scenes (greedy, CPU): 24, 17, 13 and 19 of 24. The bars of
 # issue 3 (95/95/85/85) are not met for colour, shape and count; these tests hold the model to what it
 # does, with some room, and far above chance (colour 10%, shape 17%, count ~20%).
-@pytest.mark.parametrize(("qtype", "least"), [("word", 0.8), ("count", 0.6), ("color", 0.5), ("shape", 0.65)])
+@pytest.mark.parametrize(("qtype", "least"), [("word", 0.8), ("count", 0.6), ("color", 0.45), ("shape", 0.65)])
 def test_it_answers_about_scenes_it_never_saw(backend, new_scenes, qtype, least):
     right, asked = answered(backend, new_scenes, qtype)
     assert asked >= 10 and right >= least * asked, f"{right} of {asked} {qtype} questions right"
 
 
 def test_what_do_you_see_names_the_shapes_of_plain_scenes_it_never_saw(backend, tmp_path):
-    """Issue 3's description check on 16 new plain scenes of 1-3 shapes (measured: 15 of 16)."""
+    """Issue 3's description check on 16 new plain scenes of 1-3 shapes (measured: 16 of 16)."""
     named = []
     for i in range(16):
         scene = random_scene(random.Random(f"tests-only/plain/{i}"), 1, 3, word_probability=0.0,
                              backgrounds=("plain",))
         render_scene(scene, 128).save(path := tmp_path / f"{i}.png")
         named.append(names_every_shape(ask(backend, "What do you see?", path), scene.to_dict()))
-    assert sum(named) >= 12, f"every shape named in {sum(named)} of 16 descriptions"
+    assert sum(named) >= 14, f"every shape named in {sum(named)} of 16 descriptions"
 
 
 def test_launch_ask_uses_it_offline(new_scenes):
