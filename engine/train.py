@@ -69,9 +69,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        if not all(isinstance(w, (int, float)) and w >= 0 for w in self.source_weights.values()):
+        weights = self.source_weights
+        if not isinstance(weights, dict) or not all(isinstance(w, (int, float)) and w >= 0 for w in weights.values()):
             raise InputError(f"source_weights must map sources to numbers >= 0, not {self.source_weights}")
-        if self.scene_questions < 1:
+        if not isinstance(self.scene_questions, int) or self.scene_questions < 1:
             raise InputError(f"scene_questions must be at least 1, not {self.scene_questions}")
 
 

@@ -156,10 +156,12 @@ def test_bad_quiz_and_weight_settings_are_refused(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--source-weights", "scene"])
     assert "SOURCE=WEIGHT" in capsys.readouterr().err
-    with pytest.raises(InputError, match="numbers >= 0"):
-        TrainConfig(source_weights={"scene": -1})
-    with pytest.raises(InputError, match="at least 1"):
-        TrainConfig(scene_questions=0)
+    for weights in ({"scene": -1}, {"scene": "a lot"}, ["scene", 0.25]):
+        with pytest.raises(InputError, match="numbers >= 0"):
+            TrainConfig(source_weights=weights)
+    for questions in (0, "4"):
+        with pytest.raises(InputError, match="at least 1"):
+            TrainConfig(scene_questions=questions)
     nothing = {source: 0 for source in ("scene", "sound", "chitchat", "photo")}
     with pytest.raises(InputError, match="nothing"):
         train(tiny_run(dataset, tmp_path / "none", steps=1, source_weights=nothing))
