@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from engine.config import ModelConfig, preset
 from engine.data.quiz import is_quizzable, quiz
+from engine.length_groups import length_groups
 from engine.loading import load_checkpoint, resolve_device, save_checkpoint, save_sampling
 from engine.model import MultimodalModel
 from engine.observe_cache import load_observations
@@ -134,11 +135,37 @@ def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.devi
     loss, probe_loss = F.cross_entropy(logits.float(), targets_ids), None
     if probe and captured and targets:
         first_image = [sum(len(p.images) for p in prompts[:row]) for row in range(len(prompts))]
-        rows = [row for row, target in enumerate(targets) if target is not None and prompts[row].images]
+        rows = probed_rows(prompts, targets)
         if rows:
             tokens = captured[0][[first_image[row] for row in rows]]  # (N_scenes, P, C)
             probe_loss = probe.loss(tokens, torch.stack([targets[row] for row in rows]).to(device))
     return loss, int(mask.sum()), probe_loss
+
+
+def probed_rows(prompts: list[Prompt], targets: list) -> list[int]:
+    """The rows of a batch whose (first) picture the scene probe reads: scenes with a picture."""
+    return [row for row, target in enumerate(targets) if target is not None and prompts[row].images]
+
+
+def accumulate_gradients(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
+                         probe: SceneProbe | None, targets: list) -> tuple[float, float | None]:
+    """Backpropagate the batch's loss in micro-batches of similar length (engine.length_groups);
+    the gradients are those of the whole batch's mean token loss (+ mean probe loss).
+    Returns (loss, probe loss) as numbers, the probe's None when it read no scene."""
+    tokens = sum(sum(prompt.target_mask) for prompt in prompts)
+    scenes = len(probed_rows(prompts, targets)) if probe else 0
+    total, probe_total = 0.0, 0.0
+    for group in length_groups([len(prompt) for prompt in prompts]):
+        part = [prompts[i] for i in group]
+        loss, n, probe_loss = batch_loss(model, part, device, probe, [targets[i] for i in group])
+        share = loss * (n / tokens)
+        if probe_loss is not None:
+            probed = len(probed_rows(part, [targets[i] for i in group]))
+            share = share + probe_loss * (probed / scenes)
+            probe_total += probe_loss.item() * probed / scenes
+        share.backward()
+        total += loss.item() * n / tokens
+    return total, probe_total if scenes else None
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -273,21 +300,20 @@ def train(cfg: TrainConfig) -> Path:
                  for i in chosen]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        loss, _, probe_loss = batch_loss(model, batch, device, probe, [scene_targets[i] for i in chosen])
         optimizer.zero_grad(set_to_none=True)
-        (loss if probe_loss is None else loss + probe_loss).backward()
+        loss, probe_loss = accumulate_gradients(model, batch, device, probe, [scene_targets[i] for i in chosen])
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
-        history.append({"step": step, "loss": round(loss.item(), 5), "lr": group["lr"]}
-                       | ({"probe_loss": round(probe_loss.item(), 5)} if probe_loss is not None else {}))
+        history.append({"step": step, "loss": round(loss, 5), "lr": group["lr"]}
+                       | ({"probe_loss": round(probe_loss, 5)} if probe_loss is not None else {}))
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.3f}", **({"probe": f"{probe_loss.item():.3f}"} if probe_loss is not None else {}))
+        progress.set_postfix(loss=f"{loss:.3f}", **({"probe": f"{probe_loss:.3f}"} if probe_loss is not None else {}))
         out_of_time = cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             heldout = evaluate_loss(model, heldout_prompts, cfg.batch_size, device)
             history.append({"step": step, "heldout_loss": round(heldout, 5), "heldout_ppl": round(math.exp(heldout), 3)})
-            progress.write(f"step {step}: train {loss.item():.3f}, held-out {heldout:.3f} (ppl {math.exp(heldout):.2f})")
+            progress.write(f"step {step}: train {loss:.3f}, held-out {heldout:.3f} (ppl {math.exp(heldout):.2f})")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             _save_state(out, model, tokenizer, optimizer, step, history, probe)
             plot_history(history, out / "loss.png")

@@ -165,3 +165,37 @@ def test_bad_quiz_and_weight_settings_are_refused(dataset, tmp_path, capsys):
     nothing = {source: 0 for source in ("scene", "sound", "chitchat", "photo")}
     with pytest.raises(InputError, match="nothing"):
         train(tiny_run(dataset, tmp_path / "none", steps=1, source_weights=nothing))
+
+
+def test_micro_batches_give_the_whole_batchs_gradient(dataset):
+    """accumulate_gradients (length-grouped micro-batches) == one padded batch, probe included."""
+    from engine.config import preset
+    from engine.data import load_dataset
+    from engine.length_groups import length_groups
+    from engine.model import MultimodalModel
+    from engine.prompt import build_prompt
+    from engine.scene_probe import SceneProbe, scene_target
+    from engine.tokenizer import ChatTokenizer
+    from engine.train import accumulate_gradients, batch_loss
+
+    examples = load_dataset(dataset, "train")
+    tokenizer = ChatTokenizer.train([t.text for e in examples for t in e.conversation.turns], vocab_size=400)
+    torch.manual_seed(0)
+    model = MultimodalModel(preset("tiny", vocab_size=tokenizer.vocab_size))
+    probe = SceneProbe(model.config, model.image_encoder.out_dim)
+    picked = [e for e in examples if e.source == "scene"][:4] + [e for e in examples if e.source != "scene"][:4]
+    prompts = [build_prompt(e.conversation, tokenizer, model.config, add_generation_prompt=False) for e in picked]
+    targets = [scene_target(e.meta.get("scene")) for e in picked]
+    assert len(length_groups([len(p) for p in prompts])) > 1  # lengths differ enough to cut the batch
+
+    def gradients():
+        return [p.grad.clone() for p in [*model.parameters(), *probe.parameters()] if p.grad is not None]
+
+    loss, n, probe_loss = batch_loss(model, prompts, torch.device("cpu"), probe, targets)
+    (loss + probe_loss).backward()
+    whole = gradients()
+    model.zero_grad(), probe.zero_grad()
+    micro_loss, micro_probe = accumulate_gradients(model, prompts, torch.device("cpu"), probe, targets)
+    assert micro_loss == pytest.approx(loss.item(), rel=1e-5) and micro_probe == pytest.approx(probe_loss.item(), rel=1e-5)
+    for a, b in zip(whole, gradients(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
