@@ -21,11 +21,13 @@ import torch
 from tqdm import tqdm
 
 from engine.backends.builtin import BuiltinBackend
+from engine.data.questions import named_by
 from engine.metrics import corpus_bleu, exact_match, rouge_l
 from engine.types import CheckpointError, Conversation, EngineError, GenerationConfig
 
 GREEDY = GenerationConfig(max_new_tokens=48, temperature=0.0)
 CHITCHAT = "chitchat"
+BY_REFERENCE = ("color", "shape", "count")  # question types also broken down by how they name the shape
 
 
 def _without_answer(conversation: Conversation) -> Conversation:
@@ -82,16 +84,24 @@ def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, obse
     loss = evaluate_loss(backend.model, prompts, batch_size, backend.device)
     by_type: dict[str, list[tuple[str, str]]] = defaultdict(list)
     checks: dict[str, list[bool]] = defaultdict(list)
+    by_reference: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for start in tqdm(range(0, len(examples), batch_size), desc="answering", file=sys.stderr, leave=False):
         batch = examples[start:start + batch_size]
-        replies = backend.generate_batch([_without_answer(e.conversation) for e in batch], GREEDY)
-        for example, reply in zip(batch, replies):
+        asked = [_without_answer(e.conversation) for e in batch]
+        replies = backend.generate_batch(asked, GREEDY)
+        for example, conversation, reply in zip(batch, asked, replies):
             by_type[example.qtype].append((reply, example.answer))
+            if example.qtype in BY_REFERENCE:
+                tally = by_reference[example.qtype][named_by(conversation.turns[-1].text)]
+                tally[0], tally[1] = tally[0] + exact_match(reply, example.answer), tally[1] + 1
             for name, passed in grounding_checks(example, reply).items():
                 checks[name].append(passed)
     results = {"examples": len(examples), "loss": round(loss, 4), "perplexity": round(math.exp(loss), 3),
                "accuracy": {}, "samples": {},
-               "checks": {name: {"passed": sum(v), "of": len(v)} for name, v in sorted(checks.items())}}
+               "checks": {name: {"passed": sum(v), "of": len(v)} for name, v in sorted(checks.items())},
+               "by_reference": {qtype: {named: {"right": right, "of": of}
+                                        for named, (right, of) in sorted(tallies.items())}
+                                for qtype, tallies in sorted(by_reference.items())}}
     for qtype, pairs in sorted(by_type.items()):
         if qtype == CHITCHAT:
             predictions, references = zip(*pairs)
@@ -107,6 +117,10 @@ def to_markdown(results: dict, title: str) -> str:
     lines = [f"## {title}", "", f"Held-out examples: {results['examples']}; perplexity "
              f"{results['perplexity']} (loss {results['loss']}).", "", "| question type | exact match |", "|---|---|"]
     lines += [f"| {qtype} | {accuracy:.1%} |" for qtype, accuracy in results["accuracy"].items()]
+    if results.get("by_reference"):
+        lines += ["", "| question type | the shape named by | right | of |", "|---|---|---|---|"]
+        lines += [f"| {qtype} | {named} | {tally['right']} | {tally['of']} |"
+                  for qtype, tallies in results["by_reference"].items() for named, tally in tallies.items()]
     if "bleu" in results:
         lines += ["", f"Chit-chat: BLEU-4 {results['bleu']}, ROUGE-L {results['rouge_l']}."]
     for name, check in results.get("checks", {}).items():

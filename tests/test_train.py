@@ -98,6 +98,10 @@ def test_evaluation_reports_every_metric(dataset, tmp_path, capsys):
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"perplexity", "accuracy", "bleu", "rouge_l"} <= set(results)
     assert results["accuracy"] and all(0 <= v <= 1 for v in results["accuracy"].values())
+    for qtype, tallies in results["by_reference"].items():  # colour/shape/count by how the shape is named
+        asked = sum(tally["of"] for tally in tallies.values())
+        assert qtype in ("color", "shape", "count") and asked and all(t["right"] <= t["of"] for t in tallies.values())
+        assert sum(t["right"] for t in tallies.values()) == round(results["accuracy"][qtype] * asked)
     for name in ("evaluation.md", "evaluation.json", "evaluation.png"):
         assert (tmp_path / "eval" / name).is_file()
 
@@ -199,3 +203,16 @@ def test_micro_batches_give_the_whole_batchs_gradient(dataset):
     assert micro_loss == pytest.approx(loss.item(), rel=1e-5) and micro_probe == pytest.approx(probe_loss.item(), rel=1e-5)
     for a, b in zip(whole, gradients(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_training_step_benchmark_times_both_ways(dataset, tmp_path, capsys):
+    from engine.bench_train import main as bench_main
+
+    model_dir = train(tiny_run(dataset, tmp_path / "run", steps=2))
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps({"data": str(dataset), "batch_size": 6, "scene_questions": 3}))
+    assert bench_main(["--config", str(config), "--model", str(model_dir), "--steps", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(result["median_s"]) == {"one padded batch", "length-grouped micro-batches"}
+    assert result["real_share"]["length-grouped micro-batches"] > result["real_share"]["one padded batch"]
+    assert result["speedup"] > 0

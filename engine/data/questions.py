@@ -13,10 +13,11 @@ A `followup` conversation asks about one object, then "And what color is it?".
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 
-from engine.data.scenes import SHAPES, Scene, Shape
+from engine.data.scenes import COLUMNS, ROWS, SHAPE_COLORS, SHAPES, Scene, Shape
 
 QTYPES = ("color", "shape", "count", "position", "size", "exists", "word", "describe", "followup")
 # How often each type is drawn for a scene (word questions mostly go to scenes that have a word).
@@ -47,6 +48,20 @@ def article(word: str) -> str:
 
 def plural(kind: str) -> str:
     return kind + ("es" if kind.endswith(("s", "x")) else "s")
+
+
+def named_by(question: str) -> str:
+    """How a colour, shape or count question names what it asks about: "colour and kind" ("the
+    red star"), "colour" ("the red shape", "How many red shapes…"), "kind" ("the star", "How many
+    stars…"), "place" ("the shape on the left") or "none" ("How many shapes are there?")."""
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    colour = bool(words & set(SHAPE_COLORS))
+    kind = any(k in words or plural(k) in words for k in SHAPES)
+    if colour and kind:
+        return "colour and kind"
+    if colour or kind:
+        return "colour" if colour else "kind"
+    return "place" if words & {*ROWS, *COLUMNS} else "none"
 
 
 def where(position: str) -> str:

@@ -8,7 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from engine.data.questions import QTYPES, describe, make_question, references, scene_questions
+from engine.data import questions
+from engine.data.questions import QTYPES, describe, make_question, named_by, references, scene_questions
 from engine.data.scenes import (COLUMNS, MIN_CONTRAST, ROWS, SHAPE_COLORS, SHAPES, SIZES, Scene, Shape, Word,
                                 random_scene, render_scene)
 from engine.observe import COLOR_NAMES
@@ -127,6 +128,27 @@ def test_references_name_one_shape_only_and_followups_do_not_give_the_answer_awa
         (first_q, _), (_, last_a) = qa.turns
         fact = last_a.removeprefix("It is ").removeprefix("a ").removeprefix("an ").rstrip(".")
         assert fact not in first_q, qa.turns
+
+
+def test_evaluation_tells_how_each_question_names_its_shape():
+    seen = set()
+    for i, scene in enumerate(SCENES[:60]):
+        rng = random.Random(i)
+        for shape in scene.shapes:
+            for ref in references(scene, shape):
+                expected = "place" if ref.startswith("the shape ") else {
+                    f"the {shape.color} {shape.kind}": "colour and kind", f"the {shape.color} shape": "colour",
+                    f"the {shape.kind}": "kind"}[ref]
+                for ask in (questions._color, questions._shape):
+                    assert named_by(ask(scene, rng, shape, ref)[0]) == expected, ref
+                seen.add(expected)
+        if scene.shapes:
+            question = make_question(scene, rng, "count").turns[0][0]
+            expected = "colour" if any(c in question.split() for c in SHAPE_COLORS) else \
+                "none" if any(w in question for w in ("shapes", "objects")) else "kind"
+            assert named_by(question) == expected, question
+            seen.add(expected)
+    assert seen == {"place", "colour and kind", "colour", "kind", "none"}
 
 
 def _fits(ref: str, shape: Shape) -> bool:
