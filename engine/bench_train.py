@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(**json.loads(Path(args.config).read_text()))
     device = torch.device("cpu")
     model, tokenizer = load_checkpoint(args.model, device=device, dtype=torch.float32)
-    model.train()
+    model.train().requires_grad_(True)
     probe = SceneProbe(model.config, model.image_encoder.out_dim)
     batches = draw_batches(cfg, tokenizer, model.config, args.steps)
 
