@@ -4,8 +4,9 @@ A batch mixes one-line chit-chat (~30 tokens), scene quizzes (~45-200) and sound
 audio tokens), and `collate` pads every row to the longest: measured on the built-in
 recipe, 53% of the padded tokens were real. Sorting by length and cutting the batch where
 it pays (each micro-batch costs its rows x its longest row, plus a fixed cost per forward
-pass) keeps 89% of them real, and a step takes 1.49x less time (`python -m engine.bench_train`). The loss is unchanged: the micro-batches' summed
-cross-entropies are divided by the whole batch's token count (see engine.train).
+pass) keeps 89% of them real, and a step takes 1.49x less time (`python -m engine.bench_train`).
+The loss is unchanged: the micro-batches' summed cross-entropies are divided by the whole
+batch's token count (see engine.train).
 
     length_groups([30, 180, 44, 52], overhead=128)   # -> [[0, 2, 3], [1]]: indices, shortest first
 """
