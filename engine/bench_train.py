@@ -11,9 +11,7 @@ median step time of each way, and their ratio; `--json` adds one JSON line.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import random
 import statistics
 import sys
 import time
@@ -29,17 +27,15 @@ from engine.loading import load_checkpoint
 from engine.observe_cache import load_observations
 from engine.prompt import build_prompt
 from engine.scene_probe import SceneProbe, scene_target
-from engine.train import OBSERVATION_CACHE, TrainConfig, accumulate_gradients, batch_loss
+from engine.train import (OBSERVATION_CACHE, TrainConfig, accumulate_gradients, batch_loss, draw_batch,
+                          draw_weights)
 
 
 def draw_batches(cfg: TrainConfig, tokenizer, config, steps: int) -> list[tuple[list, list]]:
     """[(prompts, scene targets)] as the run draws them at steps 0, 100, 200, …"""
     examples = load_dataset(cfg.data, "train")
-    weights = list(itertools.accumulate(cfg.source_weights.get(e.source, 1.0) for e in examples))
-    picks = []
-    for step in range(0, 100 * steps, 100):
-        order = random.Random(cfg.seed * 1_000_003 + step)
-        picks.append((order, order.choices(range(len(examples)), cum_weights=weights, k=cfg.batch_size)))
+    weights = draw_weights(cfg, [e.source for e in examples])
+    picks = [draw_batch(cfg, step, len(examples), weights) for step in range(0, 100 * steps, 100)]
     load_observations([examples[i] for _, chosen in picks for i in chosen], config.observations,
                       Path(cfg.data) / OBSERVATION_CACHE)
     batches = []

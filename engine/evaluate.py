@@ -10,7 +10,6 @@ and budget (`--steps`) and writes the comparison table (`ablation.md`, `ablation
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys

@@ -168,6 +168,22 @@ def accumulate_gradients(model: MultimodalModel, prompts: list[Prompt], device: 
     return total, probe_total if scenes else None
 
 
+def draw_weights(cfg: TrainConfig, sources: list[str]) -> list[float] | None:
+    """Cumulative draw weights of examples from these sources (cfg.source_weights), or None: all equal."""
+    return list(itertools.accumulate(cfg.source_weights.get(source, 1.0) for source in sources)) \
+        if cfg.source_weights else None
+
+
+def draw_batch(cfg: TrainConfig, step: int, count: int,
+               cum_weights: list[float] | None) -> tuple[random.Random, list[int]]:
+    """The indices (among `count` examples) of step `step`'s batch, and the generator that goes on to quiz
+    its scenes: both depend on (seed, step) only, so a resumed run draws what it would have drawn."""
+    order = random.Random(cfg.seed * 1_000_003 + step)
+    chosen = order.sample(range(count), min(cfg.batch_size, count)) if cum_weights is None \
+        else order.choices(range(count), cum_weights=cum_weights, k=cfg.batch_size)
+    return order, chosen
+
+
 def learning_rate(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -268,8 +284,7 @@ def train(cfg: TrainConfig) -> Path:
     train_pairs = encode_pairs(train_examples, tokenizer, config, "encoding train", cache)
     train_prompts = [prompt for _, prompt in train_pairs]
     scene_targets = [scene_target(example.meta.get("scene")) for example, _ in train_pairs]
-    draw = list(itertools.accumulate(cfg.source_weights.get(example.source, 1.0) for example, _ in train_pairs)) \
-        if cfg.source_weights else None
+    draw = draw_weights(cfg, [example.source for example, _ in train_pairs])
     if draw is not None and not draw[-1]:
         raise InputError(f"source_weights {cfg.source_weights} leave nothing of {cfg.data} to train on.")
     quizzable = [example if cfg.scene_questions > 1 and is_quizzable(example) else None for example, _ in train_pairs]
@@ -292,9 +307,7 @@ def train(cfg: TrainConfig) -> Path:
     started = time.monotonic()
     progress = tqdm(total=cfg.steps, initial=step, desc="training", file=sys.stderr, dynamic_ncols=True)
     while step < cfg.steps:
-        order = random.Random(cfg.seed * 1_000_003 + step)  # the batch depends on (seed, step) only
-        chosen = order.sample(range(len(train_prompts)), min(cfg.batch_size, len(train_prompts))) if draw is None \
-            else order.choices(range(len(train_prompts)), cum_weights=draw, k=cfg.batch_size)
+        order, chosen = draw_batch(cfg, step, len(train_prompts), draw)
         batch = [train_prompts[i] if quizzable[i] is None else
                  build_prompt(quiz(quizzable[i], order, cfg.scene_questions), tokenizer, config, add_generation_prompt=False)
                  for i in chosen]
