@@ -35,6 +35,10 @@ class ModelConfig:
     decoder: DecoderKind = "transformer"
     fusion: FusionMode = "concat"
     tie_embeddings: bool = True
+    # where a user turn's media tokens go: False = right after <|user|>, before its text (LLaVA's
+    # layout); True = after its text, so that the causal decoder's image and audio tokens can
+    # attend to the question asked about them (engine.prompt)
+    media_after_text: bool = False
     # image encoder: a small CNN over image_size x image_size RGB -> (image_size/16)^2 tokens
     image_size: int = 64
     image_channels: tuple[int, ...] = (32, 64, 128, 192)  # one stride-2 conv stage each

@@ -10,6 +10,8 @@ Layout of one sequence (the chat template):
 
 `[media]` is, in `concat` fusion, image_tokens copies of <|image|> per image and
 audio_tokens(frames) copies of <|audio|> per clip; in `sum`/`gated` fusion, one <|media|> slot.
+With `ModelConfig.media_after_text` a user turn is `<|user|> text [media] <|end|>` instead:
+the decoder is causal, so only then can the picture's tokens see the question asked about it.
 """
 
 from __future__ import annotations
@@ -83,24 +85,32 @@ def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Pr
         part.observations += [f"audio {i + 1}: heard: {hear(source)}" for i, source in enumerate(turn.audio)]
     if (images or audio) and turn.role != "user":
         raise InputError("Only user turns can carry images or audio.")
-    slot_position = None
-    if config.fusion == "concat":
-        for image in images:
-            _tokens(part, [tokenizer.image_id] * config.image_tokens, IMAGE)
-        for mel in audio:
-            _tokens(part, [tokenizer.audio_id] * config.audio_tokens(mel.shape[-1]), AUDIO)
-    elif images or audio:
-        slot_position = len(part.ids)
-        _tokens(part, [tokenizer.media_id])
     part.images, part.audio = images, audio
-    text_start = len(part.ids)
     notes = "".join(f"[{note}]\n" for note in part.observations)
-    _tokens(part, tokenizer.encode(notes + turn.text), target=is_reply)
+    text = tokenizer.encode(notes + turn.text)
+    slot_position = None if config.media_after_text else _media_tokens(part, tokenizer, config)
+    text_start = len(part.ids)
+    _tokens(part, text, target=is_reply)
+    text_span = (text_start, len(part.ids))
+    if config.media_after_text:
+        slot_position = _media_tokens(part, tokenizer, config)
     if slot_position is not None:
-        part.slots.append((slot_position, (text_start, len(part.ids)),
-                           list(range(len(images))), list(range(len(audio)))))
+        part.slots.append((slot_position, text_span, list(range(len(images))), list(range(len(audio)))))
     _tokens(part, [tokenizer.end_id], target=is_reply)
     return part
+
+
+def _media_tokens(part: Prompt, tokenizer: ChatTokenizer, config: ModelConfig) -> int | None:
+    """Append the placeholders of `part`'s media; the <|media|> slot's index in sum/gated fusion."""
+    if config.fusion == "concat":
+        for _ in part.images:
+            _tokens(part, [tokenizer.image_id] * config.image_tokens, IMAGE)
+        for mel in part.audio:
+            _tokens(part, [tokenizer.audio_id] * config.audio_tokens(mel.shape[-1]), AUDIO)
+    elif part.images or part.audio:
+        _tokens(part, [tokenizer.media_id])
+        return len(part.ids) - 1
+    return None
 
 
 def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: ModelConfig,

@@ -40,6 +40,19 @@ def test_config_json_is_the_dataclass(saved):
     assert data["decoder"] == "transformer" and data["fusion"] == "concat"
 
 
+def test_the_prompt_layout_is_saved_and_older_configs_keep_theirs(tmp_path, image_png):
+    backend = tiny_backend(seed=3, media_after_text=True)
+    saved = save_checkpoint(tmp_path / "after", backend.model, backend.tokenizer)
+    loaded = load_backend(saved, device="cpu")
+    assert loaded.config.media_after_text
+    conversation = Conversation("", [Turn("user", "what is this?", images=[image_png])])
+    assert "".join(loaded.stream(conversation, CONFIG)) == "".join(backend.stream(conversation, CONFIG))
+    data = json.loads((saved / "config.json").read_text())
+    del data["media_after_text"]  # as written before the field existed
+    (saved / "config.json").write_text(json.dumps(data))
+    assert not load_backend(saved, device="cpu").config.media_after_text
+
+
 @pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "tokenizer.json"])
 def test_a_missing_file_is_named(saved, missing):
     (saved / missing).unlink()

@@ -4,6 +4,7 @@ on real image and audio files, and what is shown changes what the model computes
 import pytest
 import torch
 
+from engine.fusion import IMAGE
 from engine.generation import prefill
 from engine.prompt import build_prompt, collate
 from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
@@ -69,3 +70,36 @@ def test_sum_and_gated_use_one_slot_per_user_turn_with_media(image_png, speech_w
     prompt = build_prompt(conversation, tok, backend.config)
     assert prompt.ids.count(tok.media_id) == 2
     assert [(images, audio) for _, _, images, audio in prompt.slots] == [([0], []), ([], [0])]
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "gated"])
+def test_media_after_text_puts_the_media_between_the_question_and_the_end(fusion, image_png):
+    backend = tiny_backend(fusion=fusion, media_after_text=True)
+    tok = backend.tokenizer
+    prompt = build_prompt(Conversation("", [Turn("user", "what color is the circle?", images=[image_png])]),
+                          tok, backend.config)
+    user = prompt.ids.index(tok.special["<|user|>"])
+    end = prompt.ids.index(tok.end_id, user)
+    media = tok.image_id if fusion == "concat" else tok.media_id
+    first_media = prompt.ids.index(media)
+    assert tok.decode(prompt.ids[user + 1:first_media]).endswith("what color is the circle?")
+    assert set(prompt.ids[first_media:end]) == {media}
+    if fusion != "concat":
+        ((position, (start, stop), _, _),) = prompt.slots
+        assert position == first_media and stop == first_media and tok.decode(prompt.ids[start:stop]).endswith("circle?")
+
+
+@pytest.mark.parametrize("media_after_text", [False, True])
+def test_only_media_after_text_lets_the_image_tokens_see_the_question(media_after_text, image_png):
+    backend = tiny_backend(media_after_text=media_after_text)
+
+    def image_states(question):
+        prompt = build_prompt(Conversation("", [Turn("user", question, images=[image_png])]),
+                              backend.tokenizer, backend.config)
+        inputs = collate([prompt])
+        with torch.no_grad():
+            hidden = backend.model(inputs)  # (1, T, C)
+        return hidden[inputs.media_kind == IMAGE]  # (image_tokens, C)
+
+    star, circle = image_states("what color is the star?"), image_states("what color is the circle?")
+    assert torch.allclose(star, circle, atol=1e-6) != media_after_text
