@@ -15,6 +15,7 @@ deterministic for a given seed on one machine; CUDA runs use bf16 autocast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.config import ModelConfig, preset
-from engine.data.quiz import is_quizzable, quiz
+from engine.data.quiz import draw_quiz, is_quizzable
+from engine.grounding import AttentionGrounding, grounding_queries
 from engine.length_groups import length_groups
 from engine.loading import load_checkpoint, resolve_device, save_checkpoint, save_sampling
 from engine.model import MultimodalModel
@@ -65,6 +67,11 @@ class TrainConfig:
     init_from: str = ""  # fine-tune: start from this run folder's model (and its probe), not from scratch
     source_weights: dict = field(default_factory=dict)  # e.g. {"scene": 0.25}: drawn a quarter as often
     scene_questions: int = 1  # >1: each scene picked is asked 1..N fresh questions (engine.data.quiz)
+    # weight of the grounding loss (engine.grounding): one head looks at the shape a quiz answer is
+    # about; needs scene_questions > 1 (the quizzes know the cells); 0 = off
+    grounding: float = 0.0
+    grounding_layer: int = -2  # which decoder layer's head (negative: from the top)
+    grounding_head: int = 0
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -75,6 +82,9 @@ class TrainConfig:
             raise InputError(f"source_weights must map sources to numbers >= 0, not {self.source_weights}")
         if not isinstance(self.scene_questions, int) or self.scene_questions < 1:
             raise InputError(f"scene_questions must be at least 1, not {self.scene_questions}")
+        if self.grounding < 0 or (self.grounding and self.scene_questions < 2):
+            raise InputError(f"grounding must be >= 0 and needs scene_questions of 2 or more "
+                             f"(got grounding {self.grounding}, scene_questions {self.scene_questions})")
 
 
 def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
@@ -148,24 +158,34 @@ def probed_rows(prompts: list[Prompt], targets: list) -> list[int]:
 
 
 def accumulate_gradients(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
-                         probe: SceneProbe | None, targets: list) -> tuple[float, float | None]:
+                         probe: SceneProbe | None, targets: list, grounding: AttentionGrounding | None = None,
+                         queries: list | None = None,
+                         grounding_weight: float = 1.0) -> tuple[float, float | None, float | None]:
     """Backpropagate the batch's loss in micro-batches of similar length (engine.length_groups);
-    the gradients are those of the whole batch's mean token loss (+ mean probe loss).
-    Returns (loss, probe loss) as numbers, the probe's None when it read no scene."""
+    the gradients are those of the whole batch's mean token loss (+ mean probe loss, + the weighted
+    mean grounding loss over the `queries` of each prompt, engine.grounding).
+    Returns (loss, probe loss, grounding loss) as numbers, the last two None when there was none."""
     tokens = sum(sum(prompt.target_mask) for prompt in prompts)
     scenes = len(probed_rows(prompts, targets)) if probe else 0
-    total, probe_total = 0.0, 0.0
+    looks = sum(map(len, queries)) if grounding and queries else 0
+    total, probe_total, grounding_total = 0.0, 0.0, 0.0
     for group in length_groups([len(prompt) for prompt in prompts]):
         part = [prompts[i] for i in group]
-        loss, n, probe_loss = batch_loss(model, part, device, probe, [targets[i] for i in group])
+        with grounding.watch(model) if looks else contextlib.nullcontext():
+            loss, n, probe_loss = batch_loss(model, part, device, probe, [targets[i] for i in group])
         share = loss * (n / tokens)
         if probe_loss is not None:
             probed = len(probed_rows(part, [targets[i] for i in group]))
             share = share + probe_loss * (probed / scenes)
             probe_total += probe_loss.item() * probed / scenes
+        if looks:
+            grounding_loss, m = grounding.loss([queries[i] for i in group])
+            if grounding_loss is not None:
+                share = share + grounding_weight * grounding_loss * (m / looks)
+                grounding_total += grounding_loss.item() * m / looks
         share.backward()
         total += loss.item() * n / tokens
-    return total, probe_total if scenes else None
+    return total, probe_total if scenes else None, grounding_total if looks else None
 
 
 def draw_weights(cfg: TrainConfig, sources: list[str]) -> list[float] | None:
@@ -228,10 +248,13 @@ def plot_history(history: list[dict], path: Path) -> None:
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     held = [(h["step"], h["heldout_loss"]) for h in history if "heldout_loss" in h]
     probe = [(h["step"], h["probe_loss"]) for h in history if "probe_loss" in h]
+    grounding = [(h["step"], h["grounding_loss"]) for h in history if "grounding_loss" in h]
     if train:
         ax.plot(*zip(*train), label="train", alpha=0.7)
     if probe:
         ax.plot(*zip(*probe), label="scene probe (image encoder)", alpha=0.5)
+    if grounding:
+        ax.plot(*zip(*grounding), label="grounding (attention on the asked shape)", alpha=0.5)
     if held:
         ax.plot(*zip(*held), "o-", label="held-out")
     ax.set_xlabel("step")
@@ -294,6 +317,7 @@ def train(cfg: TrainConfig) -> Path:
         start = out if step else Path(cfg.init_from) if cfg.init_from else None  # a run to continue
         if start is not None and (start / "last" / "scene_probe.pt").is_file():
             probe.load_state_dict(torch.load(start / "last" / "scene_probe.pt", map_location=device))
+    grounding = AttentionGrounding(config, cfg.grounding_layer, cfg.grounding_head) if cfg.grounding else None
     heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -308,20 +332,30 @@ def train(cfg: TrainConfig) -> Path:
     progress = tqdm(total=cfg.steps, initial=step, desc="training", file=sys.stderr, dynamic_ncols=True)
     while step < cfg.steps:
         order, chosen = draw_batch(cfg, step, len(train_prompts), draw)
-        batch = [train_prompts[i] if quizzable[i] is None else
-                 build_prompt(quiz(quizzable[i], order, cfg.scene_questions), tokenizer, config, add_generation_prompt=False)
-                 for i in chosen]
+        batch, queries = [], []
+        for i in chosen:
+            if quizzable[i] is None:
+                batch.append(train_prompts[i])
+                queries.append([])
+                continue
+            drawn = draw_quiz(quizzable[i], order, cfg.scene_questions)
+            batch.append(build_prompt(drawn.conversation, tokenizer, config, add_generation_prompt=False))
+            queries.append(grounding_queries(batch[-1], drawn.answer_cells, config.image_tokens) if grounding else [])
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         optimizer.zero_grad(set_to_none=True)
-        loss, probe_loss = accumulate_gradients(model, batch, device, probe, [scene_targets[i] for i in chosen])
+        loss, probe_loss, grounding_loss = accumulate_gradients(model, batch, device, probe,
+                                                                [scene_targets[i] for i in chosen],
+                                                                grounding, queries, cfg.grounding)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
         history.append({"step": step, "loss": round(loss, 5), "lr": group["lr"]}
-                       | ({"probe_loss": round(probe_loss, 5)} if probe_loss is not None else {}))
+                       | ({"probe_loss": round(probe_loss, 5)} if probe_loss is not None else {})
+                       | ({"grounding_loss": round(grounding_loss, 5)} if grounding_loss is not None else {}))
         progress.update(1)
-        progress.set_postfix(loss=f"{loss:.3f}", **({"probe": f"{probe_loss:.3f}"} if probe_loss is not None else {}))
+        progress.set_postfix(loss=f"{loss:.3f}", **({"probe": f"{probe_loss:.3f}"} if probe_loss is not None else {}),
+                             **({"ground": f"{grounding_loss:.3f}"} if grounding_loss is not None else {}))
         out_of_time = cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             heldout = evaluate_loss(model, heldout_prompts, cfg.batch_size, device)

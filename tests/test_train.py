@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,7 +200,7 @@ def test_micro_batches_give_the_whole_batchs_gradient(dataset):
     (loss + probe_loss).backward()
     whole = gradients()
     model.zero_grad(), probe.zero_grad()
-    micro_loss, micro_probe = accumulate_gradients(model, prompts, torch.device("cpu"), probe, targets)
+    micro_loss, micro_probe, _ = accumulate_gradients(model, prompts, torch.device("cpu"), probe, targets)
     assert micro_loss == pytest.approx(loss.item(), rel=1e-5) and micro_probe == pytest.approx(probe_loss.item(), rel=1e-5)
     for a, b in zip(whole, gradients(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -216,3 +217,29 @@ def test_the_training_step_benchmark_times_both_ways(dataset, tmp_path, capsys):
     assert set(result["median_s"]) == {"one padded batch", "length-grouped micro-batches"}
     assert result["real_share"]["length-grouped micro-batches"] > result["real_share"]["one padded batch"]
     assert result["speedup"] > 0
+
+
+def test_a_run_with_the_grounding_loss_logs_it_and_ships_the_same_network(dataset, tmp_path, capsys):
+    options = {"scene_questions": 3, "source_weights": {"scene": 4.0, "chitchat": 0.1},
+               "model_overrides": {"image_size": 12, "image_channels": [16, 32]}}  # 3x3 image tokens
+    grounded = train(tiny_run(dataset, tmp_path / "grounded", steps=4, grounding=1.0, **options))
+    log = [json.loads(line) for line in (tmp_path / "grounded" / "log.jsonl").read_text().splitlines()]
+    assert [h["grounding_loss"] > 0 for h in log if "loss" in h] == [True] * 4
+    plain = train(tiny_run(dataset, tmp_path / "plain", steps=4, **options))
+    grounded_weights = load_checkpoint(grounded, device="cpu")[0].state_dict()
+    plain_weights = load_checkpoint(plain, device="cpu")[0].state_dict()
+    assert grounded_weights.keys() == plain_weights.keys()  # no extra parameters to ship
+    assert any(not torch.equal(plain_weights[k], v) for k, v in grounded_weights.items())
+    # the check of every head's look-up reads the held-out quizzes; a 64-token model has no cells to check
+    from engine.attention_check import main as attention_main
+
+    assert attention_main(["--model", str(grounded), "--data", str(dataset)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if re.fullmatch(r"\| \d \| \d \| .*", line)]
+    assert len(rows) == 2 * 4  # tiny: 2 layers of 4 heads
+    assert all(0 <= float(share) <= 100 for row in rows for share in re.findall(r"([\d.]+)%", row))
+    tiny_model = train(tiny_run(dataset, tmp_path / "64-tokens", steps=1))
+    assert attention_main(["--model", str(tiny_model), "--data", str(dataset)]) == 1
+    assert "one image token per grid cell" in capsys.readouterr().err
+    with pytest.raises(InputError, match="Transformer decoder"):
+        train(tiny_run(dataset, tmp_path / "lstm", steps=1, grounding=1.0,
+                       **{**options, "model_overrides": {**options["model_overrides"], "decoder": "lstm"}}))

@@ -2,6 +2,7 @@
 
     for qa in scene_questions(scene, random.Random(...), count=2):
         qa.qtype, qa.turns      # "color", [("What color is the star?", "It is red.")]
+        qa.cells                # ((4,),): per turn, the grid cells (row * 3 + col) its answer is about
 
 Questions come in several phrasings; answers have one fixed form per fact, so exact-match
 evaluation works ("It is red.", "There are three shapes.", "It is on the left."). A
@@ -33,6 +34,9 @@ class QA:
 
     qtype: str
     turns: tuple[tuple[str, str], ...]
+    # per turn, the 3x3 grid cells (row * 3 + col) of the shapes its answer is about; () where the
+    # answer is about no particular shape (descriptions, words) or there is none ("no stars")
+    cells: tuple[tuple[int, ...], ...] = ()
 
     @property
     def answer(self) -> str:
@@ -142,6 +146,11 @@ FOLLOWUPS = {"color": ("And what color is it?", "What color is it?", "And its co
              "position": ("And where is it?", "Where is it?")}
 
 
+def cell(shape: Shape) -> int:
+    """The shape's grid cell, row-major (what engine.scene_probe calls a cell)."""
+    return shape.row * 3 + shape.col
+
+
 def _pick(scene: Scene, rng: random.Random, avoid) -> tuple[Shape, str] | None:
     """A shape that can be named without `avoid`, and a phrase naming it; None if there is none."""
     named = [(shape, refs) for shape in scene.shapes if (refs := references(scene, shape, avoid))]
@@ -156,7 +165,7 @@ def _about_one(scene: Scene, rng: random.Random, qtype: str) -> QA:
     picked = _pick(scene, rng, avoid)
     if picked is None:  # e.g. "where is ...?" when every shape has a twin of the same colour and kind
         return _describe(scene, rng)
-    return QA(qtype, (make(scene, rng, *picked),))
+    return QA(qtype, (make(scene, rng, *picked),), ((cell(picked[0]),),))
 
 
 def _count(scene: Scene, rng: random.Random) -> QA:
@@ -164,16 +173,19 @@ def _count(scene: Scene, rng: random.Random) -> QA:
     if mode == "all":
         question = rng.choice(("How many shapes are there?", "How many shapes do you see?", "Count the shapes.",
                                "How many objects are in the picture?"))
-        return QA("count", ((question, how_many(len(scene.shapes), "shape", "shapes")),))
+        return QA("count", ((question, how_many(len(scene.shapes), "shape", "shapes")),),
+                  (tuple(cell(s) for s in scene.shapes),))
     if mode == "kind":
         kind = rng.choice([s.kind for s in scene.shapes] + list(SHAPES))  # present ones more often
         n = sum(s.kind == kind for s in scene.shapes)
         question = rng.choice(("How many {} are there?", "How many {} do you see?", "Count the {}."))
-        return QA("count", ((question.format(plural(kind)), how_many(n, kind, plural(kind))),))
+        return QA("count", ((question.format(plural(kind)), how_many(n, kind, plural(kind))),),
+                  (tuple(cell(s) for s in scene.shapes if s.kind == kind),))
     color = rng.choice([s.color for s in scene.shapes])
     n = sum(s.color == color for s in scene.shapes)
     question = rng.choice(("How many {} shapes are there?", "How many {} shapes do you see?"))
-    return QA("count", ((question.format(color), how_many(n, f"{color} shape", f"{color} shapes")),))
+    return QA("count", ((question.format(color), how_many(n, f"{color} shape", f"{color} shapes")),),
+              (tuple(cell(s) for s in scene.shapes if s.color == color),))
 
 
 def _exists(scene: Scene, rng: random.Random) -> QA:
@@ -186,7 +198,7 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
         answer = f"Yes, there is {article(found[0].color)} {kind}."
     else:
         answer = f"Yes, there are {NUMBERS[len(found)]} {plural(kind)}."
-    return QA("exists", ((question, answer),))
+    return QA("exists", ((question, answer),), (tuple(cell(s) for s in found),))
 
 
 def _word(scene: Scene, rng: random.Random) -> QA:
@@ -215,7 +227,7 @@ def _followup(scene: Scene, rng: random.Random) -> QA:
     shape = picked[0]
     opening = make(scene, rng, *picked)
     answer = ABOUT_ONE[second][0](scene, rng, shape, "it")[1]
-    return QA("followup", (opening, (rng.choice(FOLLOWUPS[second]), answer)))
+    return QA("followup", (opening, (rng.choice(FOLLOWUPS[second]), answer)), ((cell(shape),), (cell(shape),)))
 
 
 def make_question(scene: Scene, rng: random.Random, qtype: str) -> QA:

@@ -10,11 +10,14 @@ up: more answers that need the picture per forward pass, and never the same quiz
     # user "How many shapes are there?" / assistant "There are three shapes." / ...
 
 Only the first user turn carries the picture, as in a chat where the person asks on.
+`draw_quiz` also says, for each answer, which grid cells of the picture it is about (what the
+training's grounding loss points the decoder's attention at, engine.grounding).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from engine.data.dataset import Example
 from engine.data.questions import scene_questions
@@ -28,13 +31,27 @@ def is_quizzable(example: Example) -> bool:
     return bool(example.meta.get("scene")) and bool(turns) and turns[0].role == "user" and len(turns[0].images) == 1
 
 
-def quiz(example: Example, rng: random.Random, max_questions: int) -> Conversation:
-    """A conversation of 1..max_questions (uniformly) question types about the example's scene."""
+@dataclass(frozen=True)
+class Quiz:
+    conversation: Conversation
+    answer_cells: tuple[tuple[int, ...], ...]  # per assistant turn, the grid cells its answer is about
+
+
+def draw_quiz(example: Example, rng: random.Random, max_questions: int) -> Quiz:
+    """A conversation of 1..max_questions (uniformly) question types about the example's scene,
+    with the cells each answer is about."""
     scene = Scene.from_dict(example.meta["scene"])
     picture = example.conversation.turns[0].images
     turns: list[Turn] = []
+    cells: list[tuple[int, ...]] = []
     for qa in scene_questions(scene, rng, count=rng.randint(1, max_questions)):
-        for question, answer in qa.turns:
+        for i, (question, answer) in enumerate(qa.turns):
             turns.append(Turn("user", question, images=[] if turns else list(picture), created=0.0))
             turns.append(Turn("assistant", answer, created=0.0))
-    return Conversation(example.conversation.system_prompt, turns)
+            cells.append(qa.cells[i] if qa.cells else ())
+    return Quiz(Conversation(example.conversation.system_prompt, turns), tuple(cells))
+
+
+def quiz(example: Example, rng: random.Random, max_questions: int) -> Conversation:
+    """A conversation of 1..max_questions (uniformly) question types about the example's scene."""
+    return draw_quiz(example, rng, max_questions).conversation
