@@ -237,6 +237,15 @@ def test_a_run_with_the_grounding_loss_logs_it_and_ships_the_same_network(datase
     rows = [line for line in capsys.readouterr().out.splitlines() if re.fullmatch(r"\| \d \| \d \| .*", line)]
     assert len(rows) == 2 * 4  # tiny: 2 layers of 4 heads
     assert all(0 <= float(share) <= 100 for row in rows for share in re.findall(r"([\d.]+)%", row))
+    assert attention_main(["--model", str(grounded), "--data", str(dataset), "--values", "1,0"]) == 0
+    out = capsys.readouterr().out
+    assert "What layer 1, head 0 brings back" in out
+    for place in ("image token", "head output", "final hidden"):
+        kind, colour = re.search(rf"\| {place} \| ([\d.]+)% \| ([\d.]+)% \|", out).groups()
+        assert 0 <= float(kind) <= 100 and 0 <= float(colour) <= 100
+    with pytest.raises(SystemExit):
+        attention_main(["--model", str(grounded), "--data", str(dataset), "--values", "2"])
+    assert "LAYER,HEAD" in capsys.readouterr().err
     tiny_model = train(tiny_run(dataset, tmp_path / "64-tokens", steps=1))
     assert attention_main(["--model", str(tiny_model), "--data", str(dataset)]) == 1
     assert "one image token per grid cell" in capsys.readouterr().err
