@@ -63,7 +63,7 @@ def grounding_queries(prompt: Prompt, answer_cells: tuple[tuple[int, ...], ...],
 class AttentionGrounding:
     """Reads one head's attention at chosen positions from the queries and keys of a forward pass."""
 
-    def __init__(self, config: ModelConfig, layer: int = -2, head: int = 0):
+    def __init__(self, config: ModelConfig, layer: int = -2, head: int = 0, detach_keys: bool = False):
         problems = []
         if config.decoder != "transformer":
             problems.append("the Transformer decoder (the LSTM has no attention)")
@@ -76,6 +76,9 @@ class AttentionGrounding:
         if problems:
             raise InputError("The grounding loss needs " + "; ".join(problems) + ".")
         self.layer, self.head = layer % config.n_layers, head
+        # True: the loss moves only the query side (where the answer looks from), not the keys
+        # made from the image tokens' states at this layer
+        self.detach_keys = detach_keys
         self.d_model, self.head_dim = config.d_model, config.head_dim
         self._qkv: list[torch.Tensor] = []
         self._rotary = None
@@ -102,6 +105,8 @@ class AttentionGrounding:
         T, D, h = qkv.shape[1], self.head_dim, self.head
         q = qkv[rows, positions, h * D:(h + 1) * D]  # (B, T, 3C) -> (N, D)
         k = qkv[rows, :, self.d_model + h * D:self.d_model + (h + 1) * D]  # (B, T, 3C) -> (N, T, D)
+        if self.detach_keys:
+            k = k.detach()
         cos, sin = self._rotary.tables(torch.arange(T, device=qkv.device)[None], torch.float32)  # (1, 1, T, D/2)
         q = apply_rotary(q, cos[0, 0, positions], sin[0, 0, positions])  # (N, D)
         k = apply_rotary(k, cos[0], sin[0])  # (N, T, D)

@@ -72,6 +72,7 @@ class TrainConfig:
     grounding: float = 0.0
     grounding_layer: int = -2  # which decoder layer's head (negative: from the top)
     grounding_head: int = 0
+    grounding_detach_keys: bool = False  # the grounding loss moves the queries only (engine.grounding)
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -317,7 +318,8 @@ def train(cfg: TrainConfig) -> Path:
         start = out if step else Path(cfg.init_from) if cfg.init_from else None  # a run to continue
         if start is not None and (start / "last" / "scene_probe.pt").is_file():
             probe.load_state_dict(torch.load(start / "last" / "scene_probe.pt", map_location=device))
-    grounding = AttentionGrounding(config, cfg.grounding_layer, cfg.grounding_head) if cfg.grounding else None
+    grounding = AttentionGrounding(config, cfg.grounding_layer, cfg.grounding_head,
+                                   cfg.grounding_detach_keys) if cfg.grounding else None
     heldout_prompts = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

@@ -151,3 +151,24 @@ def test_it_refuses_models_and_settings_it_cannot_ground():
         TrainConfig(grounding=1.0, scene_questions=1)
     with pytest.raises(InputError, match="grounding must be"):
         TrainConfig(grounding=-1.0, scene_questions=4)
+
+
+def test_with_detached_keys_only_the_query_side_learns(tokenizer, tmp_path):
+    """The keys' projection gets no gradient from the loss, the queries' does. (The image encoder
+    still does either way: the query positions read the picture in the layers below.)"""
+    torch.manual_seed(0)
+    model = MultimodalModel(preset("tiny", vocab_size=tokenizer.vocab_size, **CONFIG))
+    drawn = [draw_quiz(scene_example(random_scene(random.Random(i)), tmp_path), random.Random(i), 4) for i in range(4)]
+    prompts = [build_prompt(d.conversation, tokenizer, model.config, add_generation_prompt=False) for d in drawn]
+    queries = [grounding_queries(p, d.answer_cells, model.config.image_tokens) for p, d in zip(prompts, drawn)]
+    qkv = model.decoder.blocks[1].attention.qkv.weight
+    C, D = model.config.d_model, model.config.head_dim
+    for detach, keys_move in ((False, True), (True, False)):
+        grounding = AttentionGrounding(model.config, layer=1, head=0, detach_keys=detach)
+        with grounding.watch(model):
+            model(collate(prompts))
+        loss, _ = grounding.loss(queries)
+        model.zero_grad()
+        loss.backward()
+        assert qkv.grad[:D].abs().sum() > 0  # head 0's queries
+        assert bool(qkv.grad[C:C + D].abs().sum() > 0) == keys_move  # head 0's keys
