@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 
 from engine.data.quiz import draw_quiz, is_quizzable
-from engine.fusion import IMAGE
-from engine.grounding import AttentionGrounding, grounding_queries
+from engine.grounding import AttentionGrounding, grounding_queries, image_positions
 from engine.loading import load_checkpoint
 from engine.observe_cache import load_observations
 from engine.prompt import build_prompt, collate
@@ -49,12 +48,12 @@ def attention_on_asked_shapes(model_dir: Path, data: Path, scenes: int = 150,
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         inputs = collate([prompt for prompt, _, _ in chunk])
+        images = [torch.tensor(image_positions(prompt, config.image_tokens)) for prompt, _, _ in chunk]
         with torch.no_grad():
             for grounding in heads:  # one hook per head: a forward pass each, on the CPU in seconds
                 with grounding.watch(model):
                     model(inputs)
-                for row, (prompt, queries, _) in enumerate(chunk):
-                    image = torch.tensor([i for i, kind in enumerate(prompt.media_kind) if kind == IMAGE][:config.image_tokens])
+                for row, ((_, queries, _), image) in enumerate(zip(chunk, images)):
                     weights = grounding.weights(torch.full((len(queries),), row), torch.tensor([t for t, _ in queries]))
                     top = image[weights[:, image].argmax(-1)]  # (N,) the most-attended image token
                     for n, (_, keys) in enumerate(queries):
@@ -127,7 +126,7 @@ def what_the_look_up_brings(model_dir: Path, data: Path, layer: int, head: int, 
             for hook in hooks:
                 hook.remove()
         for row, (prompt, queries, target) in enumerate(chunk):
-            image = [i for i, kind in enumerate(prompt.media_kind) if kind == IMAGE][:model.config.image_tokens]
+            image = image_positions(prompt, model.config.image_tokens)
             for position, (key,) in queries:
                 places["image token"].append(fused[0][row, key])
                 places["head output"].append(mixed[0][row, position, head * D:(head + 1) * D])  # (C,) -> (D,)

@@ -37,11 +37,16 @@ from engine.types import InputError
 Query = tuple[int, tuple[int, ...]]  # (position whose next token is part of an answer, key positions to look at)
 
 
+def image_positions(prompt: Prompt, image_tokens: int) -> list[int]:
+    """Sequence positions of the prompt's first picture's `image_tokens` tokens (grid cell order)."""
+    return [i for i, kind in enumerate(prompt.media_kind) if kind == IMAGE][:image_tokens]
+
+
 def grounding_queries(prompt: Prompt, answer_cells: tuple[tuple[int, ...], ...], image_tokens: int) -> list[Query]:
     """For each assistant turn whose answer is about some grid cells, every position that predicts
     one of its tokens (from <|assistant|> to its last word), with the positions of those cells'
     tokens of the prompt's first picture. [] when the prompt has no picture or lost turns to fit."""
-    image = [i for i, kind in enumerate(prompt.media_kind) if kind == IMAGE][:image_tokens]
+    image = image_positions(prompt, image_tokens)
     if len(image) < image_tokens or image_tokens != CELLS or prompt.dropped_turns:
         return []
     answers: list[list[int]] = []  # the target positions of each assistant turn
