@@ -174,12 +174,13 @@ def grounded_facts(seen) -> tuple[str, str, str]:
 def photo_conversations(photo: Photo, rng: random.Random, seen=None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     """(qtype, turns) for one copy of a photo: its caption, each of its own questions and, given
     `seen` (what the observation tools reported about this copy), questions answered from it.
-    With `seen`, the caption ends with the photo's main colors."""
+    With `seen`, the description opens with the photo's main colors, then the caption: the opening
+    copies the tools' notes, so a description of a photo the model never saw starts with something true."""
     caption = photo.caption
     talks = []
     if seen is not None:
         colors, text, faces = grounded_facts(seen)
-        caption = f"{caption} {colors}"
+        caption = f"{colors} {caption}"
         talks += [("photo_colors", ((rng.choice(COLORS_QUESTIONS), colors),)),
                   ("photo_text", ((rng.choice(TEXT_QUESTIONS), text),)),
                   ("photo_faces", ((rng.choice(FACE_QUESTIONS), faces),))]

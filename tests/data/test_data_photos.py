@@ -37,7 +37,7 @@ def test_photo_talk_passes_on_what_the_tools_saw():
     photo = next(p for p in available_photos() if p.name == "chelsea")
     seen = ImageObservations(text=("OPEN", "24h"), faces=1, colors=("brown", "gray"), tools=("ocr", "faces", "colors"))
     talks = dict(photo_conversations(photo, random.Random(0), seen))
-    assert talks["photo"][0][1] == photo.caption + " The main colors are brown and gray."
+    assert talks["photo"][0][1] == "The main colors are brown and gray. " + photo.caption
     assert talks["photo_colors"][0][1] == "The main colors are brown and gray."
     assert talks["photo_text"][0][1] == "It says OPEN 24h."
     assert talks["photo_faces"][0][1] == "I see one face."
