@@ -113,7 +113,8 @@ def test_it_says_something_true_about_photos_it_never_saw(backend):
             if not says_something_true(reply, seen):
                 untrue.append(f"{photo.name}, {question!r}: {reply!r} (tools saw {seen.as_text()})")
     assert not untrue, "\n".join(untrue)
-    assert true_openings >= 10, f"{true_openings} of 12 descriptions open with something the tools saw"
+    asked = len(photos) * len(DESCRIBE)
+    assert true_openings >= asked - 2, f"{true_openings} of {asked} descriptions open with something the tools saw"
 
 
 def test_launch_ask_uses_it_offline(new_scenes):
