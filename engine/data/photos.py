@@ -176,14 +176,14 @@ def photo_conversations(photo: Photo, rng: random.Random, seen=None) -> list[tup
     `seen` (what the observation tools reported about this copy), questions answered from it.
     With `seen`, the description opens with the photo's main colors, then the caption: the opening
     copies the tools' notes, so a description of a photo the model never saw starts with something true."""
-    caption = photo.caption
+    description = photo.caption
     talks = []
     if seen is not None:
         colors, text, faces = grounded_facts(seen)
-        caption = f"{colors} {caption}"
+        description = f"{colors} {description}"
         talks += [("photo_colors", ((rng.choice(COLORS_QUESTIONS), colors),)),
                   ("photo_text", ((rng.choice(TEXT_QUESTIONS), text),)),
                   ("photo_faces", ((rng.choice(FACE_QUESTIONS), faces),))]
-    talks.insert(0, ("photo", ((rng.choice(DESCRIBE), caption),)))
+    talks.insert(0, ("photo", ((rng.choice(DESCRIBE), description),)))
     talks += [("photo_qa", ((question, answer),)) for question, answer in photo.qa]
     return talks
