@@ -137,7 +137,7 @@ class _ImageBox:
         return isinstance(other, _ImageBox)
 
 
-# Observations loaded from a disk cache (engine.observe_cache): (digest, tools) -> result.
+# Observations loaded from a disk cache (lab.observe_cache): (digest, tools) -> result.
 _known: dict[tuple[str, tuple[str, ...]], ImageObservations] = {}
 
 

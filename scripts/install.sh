@@ -3,8 +3,9 @@
 # environment in .venv, and the pinned Python packages. Safe to run again: it only does
 # what is not done yet.
 #
-#   bash scripts/install.sh run    # what the app needs
-#   bash scripts/install.sh test   # that, plus what the test suite needs
+#   bash scripts/install.sh run    # what the app needs to serve a chat (requirements.txt)
+#   bash scripts/install.sh lab    # that, plus training, evaluation and benchmarks (requirements-lab.txt)
+#   bash scripts/install.sh test   # all of that, plus what the test suite needs (requirements-dev.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-run}"
@@ -39,8 +40,12 @@ if [[ ! -x .venv/bin/python ]]; then
     echo "==> Creating the virtual environment .venv"
     python3 -m venv .venv
 fi
-requirement_files=(requirements.txt)
-[[ "$profile" == test ]] && requirement_files+=(requirements-dev.txt)
+case "$profile" in
+    run) requirement_files=(requirements.txt) ;;
+    lab) requirement_files=(requirements.txt requirements-lab.txt) ;;
+    test) requirement_files=(requirements.txt requirements-lab.txt requirements-dev.txt) ;;
+    *) echo "usage: bash scripts/install.sh [run|lab|test]" >&2; exit 2 ;;
+esac
 stamp=".venv/.installed-$profile"
 fingerprint="$(cat "${requirement_files[@]}" | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]]; then

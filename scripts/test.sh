@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs the whole test suite. Arguments go to pytest,
-# e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh tests/test_decoder.py`.
+# e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh tests/engine/test_decoder.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh test

@@ -74,7 +74,7 @@ def load_backend(spec: str | Path | None = None, device: str = "auto",
         return BuiltinBackend.from_directory(path, device=device)
     if not text:
         raise CheckpointError(f"The built-in model is not at {path}. Train it with "
-                              "`python -m engine.train`, or pass --model DIRECTORY.")
+                              "`python -m lab.train`, or pass --model DIRECTORY.")
     if path.exists() or text.startswith(("/", ".", "~")):
         raise CheckpointError(f"No model at {text!r}: give a built-in checkpoint folder (config.json, "
                               "model.safetensors, tokenizer.json) or a Hugging Face model folder or id.")

