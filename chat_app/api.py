@@ -39,7 +39,7 @@ import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from engine.backends.base import Backend, Sampling, sampling_of
+from engine.backends.base import Backend, Sampling
 from engine.backends.errors import BackendError
 from engine.types import (CheckpointError, Conversation, EngineError, GenerationConfig, InputError, ReplyInfo,
                           Turn)
@@ -218,7 +218,7 @@ class _Reply:
 
 
 def _finish_reason(info: ReplyInfo) -> str:
-    return "length" if info.finish_reason in ("length", "context") else "stop"
+    return "length" if info.finish_reason == "length" else "stop"
 
 
 def _usage(info: ReplyInfo) -> dict:
@@ -347,7 +347,7 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
             name = body.get("model") if isinstance(body, dict) else None
             backend = backends.get(name) or next(iter(backends.values()))
             context = await anyio.to_thread.run_sync(lambda: backend.capabilities.context_length)
-            conversation, config, stream, include_usage = parse_request(body, context, sampling_of(backend))
+            conversation, config, stream, include_usage = parse_request(body, context, backend.sampling)
             head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
             reply = _Reply(backend, conversation, config)
             if not stream:
@@ -369,7 +369,7 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
 def create_api_app(backend: Backend | Mapping[str, Backend] | BackendProvider,
                    authenticate: Authenticate | None = None) -> FastAPI:
     """A FastAPI app serving only /v1 (tests, or serving models without the UI)."""
-    provider = backend if callable(backend) and not hasattr(backend, "stream") else (lambda: backend)
+    provider = (lambda: backend) if isinstance(backend, (Backend, Mapping)) else backend
     app = FastAPI(title="multimodal-chat OpenAI-compatible API")
     app.include_router(build_api_router(provider, authenticate))
     return app

@@ -32,7 +32,7 @@ from chat_app.render import (MediaViews, live_reply, notice, render_messages, sa
 from chat_app.settings import Settings
 from chat_app.store import ConversationStore, NotFound, StoreError
 from chat_app.uploads import EXTENSIONS, Attachment, Rejected, check_file
-from engine.backends.base import Sampling, sampling_of
+from engine.backends.base import Sampling
 from engine.types import Conversation as EngineConversation
 from engine.types import EngineError, GenerationConfig, InputError, ReplyInfo, Turn
 
@@ -160,11 +160,6 @@ def _purge_old(folder: Path, max_age_s: float) -> None:
             pass
 
 
-def _hears_audio_itself(backend) -> bool:
-    """The model adds the transcript to its prompt itself (the "asr" observation)."""
-    return "asr" in tuple(getattr(getattr(backend, "config", None), "observations", ()) or ())
-
-
 class RateLimiter:
     """At most `per_hour` events per key in any hour (guests of a shared link)."""
 
@@ -222,7 +217,7 @@ class ChatService:
         temperature and top-p from the model's own decoding defaults where the settings leave them."""
         s = self.settings
         name = model if model in self.backends else next(iter(self.backends))
-        own = sampling_of(self.backends[name]) or FALLBACK_SAMPLING
+        own = self.backends[name].sampling or FALLBACK_SAMPLING
         return Options(name, s.system_prompt, own.temperature if s.temperature is None else s.temperature,
                        own.top_p if s.top_p is None else s.top_p, s.max_new_tokens, s.spoken_replies)
 
@@ -477,7 +472,7 @@ class ChatService:
         """Stored messages → the engine's Conversation (media as paths to the stored files)."""
         takes_images = backend.capabilities.images
         takes_audio = backend.capabilities.audio
-        transcript_as_text = not (takes_audio and _hears_audio_itself(backend))
+        transcript_as_text = not (takes_audio and backend.capabilities.transcribes_audio)
         turns = []
         for message in messages:
             if message.role == "assistant":

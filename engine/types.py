@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Literal, Union
 
 Role = Literal["system", "user", "assistant"]
+# Why a reply ended: its end marker or a stop sequence ("stop"), max_new_tokens or the context window
+# ("length"), the caller ("cancelled"); "" while it runs.
+FinishReason = Literal["", "stop", "length", "cancelled"]
 MediaSource = Union[str, Path, bytes]
 
 
@@ -89,7 +92,7 @@ class ReplyInfo:
     prompt_tokens: int = 0
     new_tokens: int = 0
     dropped_turns: int = 0  # oldest turns left out to fit the context window
-    finish_reason: str = ""  # "stop" | "length" | "cancelled" | "context"
+    finish_reason: FinishReason = ""
     time_to_first_token_s: float | None = None
     total_time_s: float = 0.0
     observations: list[str] = field(default_factory=list)

@@ -3,6 +3,7 @@
     backend.name                      # e.g. "builtin:small"
     backend.capabilities              # Capabilities(images=True, audio=True, context_length=1024)
     backend.sampling                  # Sampling(temperature=0.0, top_p=1.0), or None: the app's defaults
+    info.finish_reason                # "stop" | "length" | "cancelled" (engine.types.FinishReason)
     for piece in backend.stream(conversation, GenerationConfig(), cancel=event, info=info):
         ...                           # text pieces; `info` (ReplyInfo) is filled as it goes
 
@@ -21,9 +22,14 @@ from engine.types import Conversation, GenerationConfig, ReplyInfo
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a backend's model takes. `audio` is True when it takes audio clips at all (itself, or
+    through a transcriber); `transcribes_audio` when it also writes what was heard into its own
+    prompt, so the app must not add the transcript as text a second time."""
+
     images: bool
     audio: bool
     context_length: int
+    transcribes_audio: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,15 +41,11 @@ class Sampling:
     top_p: float = 1.0
 
 
-def sampling_of(backend) -> "Sampling | None":
-    """The backend's own decoding defaults, or None when it has none (an optional attribute)."""
-    return getattr(backend, "sampling", None)
-
-
 @runtime_checkable
 class Backend(Protocol):
     name: str
     capabilities: Capabilities
+    sampling: Sampling | None  # the model's own decoding defaults; None: the app's
 
     def stream(self, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
                cancel: threading.Event | None = None, info: ReplyInfo | None = None) -> Iterator[str]:

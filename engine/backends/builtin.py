@@ -34,7 +34,8 @@ class BuiltinBackend:
         self.tokenizer = tokenizer
         self.name = name
         self.config = model.config
-        self.capabilities = Capabilities(images=True, audio=True, context_length=model.config.max_seq_len)
+        self.capabilities = Capabilities(images=True, audio=True, context_length=model.config.max_seq_len,
+                                         transcribes_audio="asr" in model.config.observations)
         self.sampling = sampling
 
     @classmethod

@@ -55,6 +55,7 @@ class OpenAIBackend:
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.transcriber = transcriber
         self._forced = {"images": images, "audio": audio}
+        self.sampling = None  # the server applies its model's defaults to what we do not send
         self._capabilities: Capabilities | None = None
         self._lock = threading.Lock()
         self._client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)

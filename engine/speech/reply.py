@@ -34,15 +34,10 @@ class ReplyEvent:
     at: float = 0.0  # time.perf_counter() when the event was produced
 
 
-def hears_audio_itself(backend) -> bool:
-    """True when the backend's model adds the transcript itself (the "asr" observation)."""
-    return "asr" in tuple(getattr(getattr(backend, "config", None), "observations", ()) or ())
-
-
 def speech_turn(backend, audio: bytes, transcript: Transcript) -> Turn:
     """The user's spoken turn: the audio for the model's audio encoder plus the transcript."""
-    takes_audio = bool(getattr(getattr(backend, "capabilities", None), "audio", False))
-    text = "" if takes_audio and hears_audio_itself(backend) else transcript.text
+    takes_audio = backend.capabilities.audio
+    text = "" if takes_audio and backend.capabilities.transcribes_audio else transcript.text
     return Turn("user", text, audio=[audio] if takes_audio else [])
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.backends import DEFAULT_MODEL
-from engine.backends.base import Sampling, sampling_of
+from engine.backends.base import Sampling
 from engine.backends.builtin import BuiltinBackend
 from lab.data.questions import make_question
 from lab.data.scenes import random_scene, render_scene
@@ -57,7 +57,7 @@ def test_the_builtin_model_is_shipped_small_and_complete():
 
 
 def test_it_asks_to_be_decoded_greedily_as_it_was_evaluated(backend):
-    assert sampling_of(backend) == Sampling(temperature=0.0, top_p=1.0)
+    assert backend.sampling == Sampling(temperature=0.0, top_p=1.0)
 
 
 def answered(backend, new_scenes, qtype) -> tuple[int, int]:

@@ -34,6 +34,7 @@ class FakeBackend:
                  images: bool = True, audio: bool = True):
         self.pieces, self.delay_s, self.name = pieces, delay_s, name
         self.capabilities = Capabilities(images=images, audio=audio, context_length=4096)
+        self.sampling = None
         self.fail_before, self.fail_after = fail_before, fail_after
         self.calls: list = []  # (conversation, config)
         self.freed = threading.Event()  # set when a stream's generator finished or was closed

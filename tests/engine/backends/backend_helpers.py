@@ -31,7 +31,7 @@ class EchoBackend:
 
     def __init__(self, name: str = "echo", fail_after: int | None = None, endless: bool = False,
                  capabilities: Capabilities = Capabilities(images=True, audio=True, context_length=1024)):
-        self.name, self.capabilities = name, capabilities
+        self.name, self.capabilities, self.sampling = name, capabilities, None
         self.fail_after, self.endless = fail_after, endless
         self.cancelled, self.closed = threading.Event(), threading.Event()
         self.last = None  # (conversation, config) of the latest request

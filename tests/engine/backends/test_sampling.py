@@ -11,7 +11,7 @@ from tiny_models import tiny_model, tiny_tokenizer
 
 from chat_app.api import parse_request
 from engine.backends import load_backend
-from engine.backends.base import Sampling, sampling_of
+from engine.backends.base import Sampling
 from engine.loading import GENERATION_FILE, save_checkpoint, save_sampling
 from engine.types import CheckpointError
 
@@ -24,11 +24,11 @@ def builtin_dir(tmp_path):
 
 
 def test_a_builtin_checkpoint_says_how_to_decode_it(builtin_dir):
-    assert sampling_of(load_backend(str(builtin_dir), device="cpu")) is None  # says nothing: the app decides
+    assert load_backend(str(builtin_dir), device="cpu").sampling is None  # says nothing: the app decides
     save_sampling(builtin_dir, temperature=0.0)
-    assert sampling_of(load_backend(str(builtin_dir), device="cpu")) == Sampling(temperature=0.0, top_p=1.0)
+    assert load_backend(str(builtin_dir), device="cpu").sampling == Sampling(temperature=0.0, top_p=1.0)
     save_sampling(builtin_dir, temperature=0.4, top_p=0.8)
-    assert sampling_of(load_backend(str(builtin_dir), device="cpu")) == Sampling(temperature=0.4, top_p=0.8)
+    assert load_backend(str(builtin_dir), device="cpu").sampling == Sampling(temperature=0.4, top_p=0.8)
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -44,15 +44,15 @@ def test_a_corrupt_generation_config_is_refused_by_name(builtin_dir, text, probl
 
 
 def test_a_hf_folder_with_sampling_settings_gives_them(tiny_llama_dir, tmp_path):
-    assert sampling_of(load_backend(str(tiny_llama_dir), device="cpu")) is None  # derived from config.json
+    assert load_backend(str(tiny_llama_dir), device="cpu").sampling is None  # derived from config.json
     folder = tmp_path / "tiny-llama"
     shutil.copytree(tiny_llama_dir, folder)
     path = folder / GENERATION_FILE
     written = {k: v for k, v in json.loads(path.read_text()).items() if k != "_from_model_config"}
     path.write_text(json.dumps(written | {"do_sample": True, "temperature": 0.6, "top_p": 0.9}))
-    assert sampling_of(load_backend(str(folder), device="cpu")) == Sampling(temperature=0.6, top_p=0.9)
+    assert load_backend(str(folder), device="cpu").sampling == Sampling(temperature=0.6, top_p=0.9)
     path.write_text(json.dumps(written | {"do_sample": False}))
-    assert sampling_of(load_backend(str(folder), device="cpu")) == Sampling(temperature=0.0, top_p=1.0)
+    assert load_backend(str(folder), device="cpu").sampling == Sampling(temperature=0.0, top_p=1.0)
 
 
 def test_the_api_uses_the_models_sampling_only_where_the_request_is_silent():

@@ -145,6 +145,7 @@ class ScriptedBackend:
 
     name = "scripted"
     capabilities = Capabilities(images=False, audio=True, context_length=4096)
+    sampling = None
 
     def __init__(self, *replies: str, delay: float = 0.05):
         self.replies, self.delay = replies, delay

@@ -14,7 +14,7 @@ from engine.config import PRESETS, ModelConfig, preset
 from engine.prompt import build_prompt
 from engine.speech import asr
 from lab.speech.metrics import word_error_rate
-from engine.speech.reply import hears_audio_itself, speech_turn
+from engine.speech.reply import speech_turn
 from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
 from tiny_models import tiny_backend, tiny_tokenizer
 
@@ -65,7 +65,7 @@ def test_the_app_and_the_prompt_transcribe_a_clip_once(monkeypatch, passage_mp3)
 def test_the_transcript_is_sent_once(speech_wav_16k):
     transcript = asr.get_transcriber().transcribe(speech_wav_16k)
     with_asr, without = tiny_backend(observations=("asr",)), tiny_backend()
-    assert hears_audio_itself(with_asr) and not hears_audio_itself(without)
+    assert with_asr.capabilities.transcribes_audio and not without.capabilities.transcribes_audio
     assert speech_turn(with_asr, b"wav", transcript).text == ""  # the observation carries it
     plain = speech_turn(without, b"wav", transcript)
     assert plain.text == transcript.text and plain.audio == [b"wav"]
