@@ -28,9 +28,14 @@ class ModelConfig:
     d_model: int = 256  # width every modality is projected into (the decoder's width)
     n_layers: int = 4
     n_heads: int = 4
+    n_kv_heads: int | None = None  # key/value heads (grouped-query attention); None = n_heads
     ffn_mult: float = 4.0  # hidden width of the MLP = ffn_mult * d_model (SwiGLU uses 2/3 of it)
+    ffn_hidden: int | None = None  # the MLP's hidden width as given (Llama's intermediate_size); None = from ffn_mult
     max_seq_len: int = 1024  # context window in tokens, media tokens included
     rope_theta: float = 10000.0
+    # Llama 3.1+ "llama3" RoPE scaling: (factor, low_freq_factor, high_freq_factor, original_max_len); None = off
+    rope_scaling: tuple[float, float, float, float] | None = None
+    norm_eps: float | None = None  # RMSNorm epsilon; None = torch's default (finfo(dtype).eps), as trained so far
     dropout: float = 0.0
     decoder: DecoderKind = "transformer"
     fusion: FusionMode = "concat"
@@ -61,6 +66,16 @@ class ModelConfig:
             problems.append(f"fusion must be 'concat', 'sum' or 'gated', not {self.fusion!r}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             problems.append("d_model must split into n_heads heads of even width")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            problems.append("n_kv_heads must be a positive divisor of n_heads")
+        if self.ffn_hidden is not None and self.ffn_hidden < 1:
+            problems.append("ffn_hidden must be positive (or None)")
+        if self.norm_eps is not None and not self.norm_eps > 0:
+            problems.append("norm_eps must be positive (or None)")
+        if self.rope_scaling is not None and (len(self.rope_scaling) != 4 or min(self.rope_scaling) <= 0
+                                              or self.rope_scaling[1] >= self.rope_scaling[2]):
+            problems.append("rope_scaling must be (factor, low_freq_factor < high_freq_factor, original_max_len), "
+                            "all positive")
         if self.image_size % (2 ** len(self.image_channels)):
             problems.append("image_size must be divisible by 2 ** len(image_channels)")
         if set(self.observations) - {"ocr", "faces", "colors", "asr"}:
@@ -73,6 +88,18 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The SwiGLU MLP's hidden width: `ffn_hidden`, or 2/3 of ffn_mult * d_model rounded up to 32."""
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        hidden = int(2 * self.ffn_mult * self.d_model / 3)
+        return 32 * ((hidden + 31) // 32)
 
     @property
     def image_tokens(self) -> int:

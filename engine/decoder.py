@@ -12,6 +12,7 @@ preallocated `KVCache`; the LSTM's is its hidden state (`engine.lstm_decoder`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +42,12 @@ class KVCache(nn.Module):
 class Rotary(nn.Module):
     """Rotary position embeddings looked up by absolute position."""
 
-    def __init__(self, head_dim: int, max_len: int, theta: float):
+    def __init__(self, head_dim: int, max_len: int, theta: float,
+                 scaling: tuple[float, float, float, float] | None = None):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        if scaling is not None:
+            inv_freq = llama3_scaled(inv_freq, *scaling)
         angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (max_len, D/2)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
@@ -51,6 +55,17 @@ class Rotary(nn.Module):
     def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for `positions` (B, T), each (B, 1, T, D/2); computed once per forward."""
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+
+
+def llama3_scaled(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                  original_max_len: float) -> torch.Tensor:
+    """Llama 3.1's RoPE scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
+    wavelength = 2 * math.pi / inv_freq
+    smooth = (original_max_len / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    ramp = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelength > original_max_len / low_freq_factor, inv_freq / factor, inv_freq)
+    medium = (wavelength >= original_max_len / high_freq_factor) & (wavelength <= original_max_len / low_freq_factor)
+    return torch.where(medium, ramp, scaled)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -70,24 +85,28 @@ class StepContext:
 
 
 class Attention(nn.Module):
+    """Causal self-attention; with n_kv_heads < n_heads, grouped-query attention (the cache holds n_kv_heads)."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        self.qkv = nn.Linear(config.d_model, (config.n_heads + 2 * config.kv_heads) * config.head_dim, bias=False)
         self.out = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = config.dropout
 
     def forward(self, x, context: StepContext, cache: KVCache | None):
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, T, 3C) -> (B, 3H, T, D)
-        q, k = apply_rotary(qkv[:, : 2 * self.n_heads], context.cos, context.sin).split(self.n_heads, dim=1)
-        v = qkv[:, 2 * self.n_heads:]  # q, k, v: (B, H, T, D)
+        H, KV = self.n_heads, self.n_kv_heads
+        qkv = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)  # (B, T, (H+2KV)D) -> (B, H+2KV, T, D)
+        q, k = apply_rotary(qkv[:, : H + KV], context.cos, context.sin).split((H, KV), dim=1)
+        v = qkv[:, H + KV:]  # q: (B, H, T, D); k, v: (B, KV, T, D)
+        gqa = KV != H  # each group of H // KV query heads shares one key/value head
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa,
                                                dropout_p=self.dropout if self.training else 0.0)
         else:
-            k, v = cache.update(context.positions, k, v, context.length)  # (B, H, length, D)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask)
+            k, v = cache.update(context.positions, k, v, context.length)  # (B, KV, length, D)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask, enable_gqa=gqa)
         return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, H, T, D) -> (B, T, C)
 
 
@@ -96,8 +115,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        hidden = int(2 * config.ffn_mult * config.d_model / 3)
-        hidden = 32 * ((hidden + 31) // 32)
+        hidden = config.mlp_hidden
         self.gate_up = nn.Linear(config.d_model, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, config.d_model, bias=False)
 
@@ -109,9 +127,9 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.attention_norm = nn.RMSNorm(config.d_model)
+        self.attention_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.attention = Attention(config)
-        self.ffn_norm = nn.RMSNorm(config.d_model)
+        self.ffn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.ffn = FeedForward(config)
         self.dropout = config.dropout
 
@@ -132,7 +150,7 @@ class TransformerCache(nn.Module):
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
         super().__init__()
         self.layers = nn.ModuleList(
-            KVCache(batch_size, config.n_heads, max_len, config.head_dim, device, dtype)
+            KVCache(batch_size, config.kv_heads, max_len, config.head_dim, device, dtype)
             for _ in range(config.n_layers)
         )
         self.max_len = max_len
@@ -145,7 +163,7 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.rotary = Rotary(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.rotary = Rotary(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
 
     def new_cache(self, batch_size: int, max_len: int, device, dtype) -> TransformerCache:
         return TransformerCache(self.config, batch_size, min(max_len, self.config.max_seq_len), device, dtype)

@@ -27,7 +27,7 @@ class MultimodalModel(nn.Module):
         self.audio_encoder = AudioEncoder(config)
         self.fusion = Fusion(config, self.image_encoder.out_dim, self.audio_encoder.out_dim)
         self.decoder = build_decoder(config)
-        self.norm = nn.RMSNorm(config.d_model)
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.text_encoder.embedding.weight
