@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from engine.cache import LRUCache
+
 TOOLS = ("ocr", "faces", "colors")
 OCR_MIN_CONFIDENCE = 0.6
 OCR_MIN_SIDE = 256
@@ -113,9 +115,7 @@ def count_faces(image: Image.Image) -> int:
     return int(len(faces))
 
 
-@functools.lru_cache(maxsize=512)
-def _observe_cached(digest: str, tools: tuple[str, ...], image_box: "_ImageBox") -> ImageObservations:
-    image = image_box.image
+def _run_tools(image: Image.Image, tools: tuple[str, ...]) -> ImageObservations:
     return ImageObservations(
         text=read_text(image) if "ocr" in tools else (),
         faces=count_faces(image) if "faces" in tools else None,
@@ -124,17 +124,8 @@ def _observe_cached(digest: str, tools: tuple[str, ...], image_box: "_ImageBox")
     )
 
 
-class _ImageBox:
-    """Carries an image through lru_cache without making it part of the key."""
-
-    def __init__(self, image):
-        self.image = image
-
-    def __hash__(self):
-        return 0
-
-    def __eq__(self, other):
-        return isinstance(other, _ImageBox)
+# What the tools said, by (pixel digest, tools): a picture shown in every turn is read once.
+_observe_cached: LRUCache[ImageObservations] = LRUCache(maxsize=512)
 
 
 # Observations loaded from a disk cache (lab.observe_cache): (digest, tools) -> result.
@@ -165,4 +156,4 @@ def observe_image(image: Image.Image, tools: tuple[str, ...] = TOOLS, digest: st
     known = _known.get((digest, tools))
     if known is not None:
         return known
-    return _observe_cached(digest, tools, _ImageBox(image))
+    return _observe_cached.get_or_compute((digest, tools), lambda: _run_tools(image, tools))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers.decoders import DecodeStream
 
 from engine.types import CheckpointError
 
@@ -92,29 +93,29 @@ class ChatTokenizer:
 class IncrementalDecoder:
     """Turns a growing list of token ids into text pieces, holding back incomplete UTF-8.
 
-    Decodes a short window of ids (as text-generation-inference does) so each step costs
-    O(window), and only emits text once it no longer ends in a partial character.
+    `tokenizers`' DecodeStream does the work (it decodes a short window of ids, as
+    text-generation-inference does, and emits text only once it no longer ends in a partial
+    character); `flush` adds what it still holds at the end.
     """
 
     def __init__(self, tokenizer: ChatTokenizer):
         self._tokenizer = tokenizer
+        self._stream = DecodeStream(skip_special_tokens=True)
         self.ids: list[int] = []
-        self._prefix_offset = 0  # start of the window decoded for context
         self._read_offset = 0  # ids before this were already turned into text
 
     def push(self, token_id: int) -> str:
         """Add one id; return the new text it completes (maybe "")."""
         self.ids.append(token_id)
-        prefix_text = self._tokenizer.decode(self.ids[self._prefix_offset:self._read_offset])
-        new_text = self._tokenizer.decode(self.ids[self._prefix_offset:])
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
-            return new_text[len(prefix_text):]
-        return ""
+        piece = self._stream.step(self._tokenizer._tokenizer, token_id)
+        if piece is None:
+            return ""
+        self._read_offset = len(self.ids)
+        return piece
 
     def flush(self) -> str:
-        """Text still held back at the end (a truncated character becomes U+FFFD)."""
-        prefix_text = self._tokenizer.decode(self.ids[self._prefix_offset:self._read_offset])
-        new_text = self._tokenizer.decode(self.ids[self._prefix_offset:])
-        self._prefix_offset = self._read_offset = len(self.ids)
-        return new_text[len(prefix_text):]
+        """Text still held back at the end (a truncated character becomes U+FFFD); ends the stream."""
+        done = self._tokenizer.decode(self.ids[:self._read_offset])
+        text = self._tokenizer.decode(self.ids)[len(done):]
+        self._stream, self._read_offset = DecodeStream(skip_special_tokens=True), len(self.ids)
+        return text

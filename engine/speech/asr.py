@@ -27,12 +27,12 @@ import functools
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.cache import LRUCache, content_digest
 from engine.speech import vad
 from engine.speech.models import BUNDLED_NAME, ASRModelError, bundled_model_dir, resolve_model  # noqa: F401 (API)
 from engine.types import AudioError, MediaSource
@@ -84,13 +84,9 @@ class Transcript:
 
 
 def _digest(source) -> str:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return "b" + hashlib.sha256(source).hexdigest()
-    if isinstance(source, (str, Path)):
-        try:
-            return "b" + hashlib.sha256(Path(source).read_bytes()).hexdigest()
-        except OSError:
-            return "p" + str(source)  # read_audio reports the problem with its own message
+    if isinstance(source, (bytes, bytearray, memoryview, str, Path)):
+        digest = content_digest(source)  # None: read_audio reports the problem with its own message
+        return "b" + digest if digest is not None else "p" + str(source)
     wave = np.ascontiguousarray(np.asarray(source, dtype=np.float32))
     return "w" + hashlib.sha256(wave.tobytes()).hexdigest()
 
@@ -158,10 +154,7 @@ class Transcriber:
         self.language = language or ("en" if self.name.endswith(".en") or not self.model.model.is_multilingual else None)
         self.vad_config = vad_config
         self._lock = threading.Lock()  # the model: one decode at a time
-        self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[str, Transcript] = OrderedDict()
-        self._pending: dict[str, threading.Event] = {}  # keys being transcribed right now
-        self._cache_size = cache_size
+        self._cache: LRUCache[Transcript] = LRUCache(cache_size)  # by content; one thread per clip
 
     def transcribe(self, source: MediaSource | np.ndarray, require_speech: bool = False,
                    name: str | None = None) -> Transcript:
@@ -172,7 +165,8 @@ class Transcriber:
             from engine.preprocess import describe_source
 
             name = describe_source(source, "audio clip")
-        cached = self._cached_or_computed(key, lambda: self._transcribe_wave(_waveform(source), name or "the recording"))
+        label = name or "the recording"
+        cached = self._cache.get_or_compute(key, lambda: self._transcribe_wave(_waveform(source), label))
         if require_speech and not cached.heard:
             raise NoSpeechError(cached.warnings[0] if cached.warnings else "No speech was heard.")
         if require_speech and cached.confidence < UNINTELLIGIBLE:
@@ -181,33 +175,8 @@ class Transcriber:
                                 "noise. Speak closer to the microphone or move somewhere quieter.")
         return cached
 
-    def _cached_or_computed(self, key: str, compute) -> Transcript:
-        """The cached result; else one thread computes it while the others asking for it wait."""
-        while True:
-            with self._cache_lock:
-                cached = self._cache.get(key)
-                if cached is not None:
-                    self._cache.move_to_end(key)
-                    return cached
-                pending = self._pending.get(key)
-                if pending is None:
-                    pending = self._pending[key] = threading.Event()
-                    break
-            pending.wait()  # another thread is on it; its result is cached (or it failed: try again)
-        try:
-            result = compute()
-            with self._cache_lock:
-                self._cache[key] = result
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-            return result
-        finally:
-            with self._cache_lock:
-                self._pending.pop(key).set()
-
     def clear_cache(self) -> None:
-        with self._cache_lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def _transcribe_wave(self, wave: np.ndarray, name: str) -> Transcript:
         duration = wave.size / SAMPLE_RATE
