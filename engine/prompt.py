@@ -1,6 +1,7 @@
 """Conversation → token ids and media tensors, within the model's context window.
 
-    prompt = build_prompt(conversation, tokenizer, config, max_tokens=900)
+    prompt = build_prompt(conversation, tokenizer, config, max_tokens=900)   # prepare_turns + prompt_from_turns
+    prompt = prompt_from_turns(system_prompt, prepared_turns, tokenizer, config)   # no I/O: tokenizing only
     prompt.dropped_turns      # oldest turns left out to fit (the system prompt is always kept)
     inputs = collate([prompt], device)   # -> ModelInputs for the model
 
@@ -17,15 +18,15 @@ the decoder is causal, so only then can the picture's tokens see the question as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
-from engine import preprocess
 from engine.config import ModelConfig
 from engine.fusion import AUDIO, IMAGE, TEXT, MediaSlot, ModelInputs
-from engine.observe import observe_image
 from engine.tokenizer import ChatTokenizer
-from engine.types import Conversation, InputError, Turn
+from engine.turns import Needs, PreparedTurn, prepare_turns
+from engine.types import Conversation, InputError
 
 
 class ContextTooLong(InputError):
@@ -66,28 +67,17 @@ def _tokens(prompt: Prompt, ids: list[int], kind: int = TEXT, target: bool = Fal
     prompt.target_mask += [target] * len(ids)
 
 
-def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Prompt:
-    """One turn as its own small Prompt (media decoded and validated here)."""
+def encode_turn(turn: PreparedTurn, tokenizer: ChatTokenizer, config: ModelConfig) -> Prompt:
+    """One prepared turn as its own small Prompt (its media were decoded by `engine.turns`)."""
     part = Prompt()
     is_reply = turn.role == "assistant"
     _tokens(part, [tokenizer.role_id(turn.role)])
-    pictures = [preprocess.read_image(source) for source in turn.images]
-    images = [preprocess.image_to_tensor(picture, config.image_size) for picture in pictures]
-    image_tools = tuple(tool for tool in config.observations if tool != "asr")
-    if image_tools:
-        part.observations = [f"image {i + 1}: " + observe_image(picture, image_tools).as_text()
-                             for i, picture in enumerate(pictures)]
-    audio = [preprocess.load_audio_features(source, n_mels=config.n_mels, hop_length=config.audio_hop_length,
-                                            sample_rate=config.sample_rate) for source in turn.audio]
-    if "asr" in config.observations and turn.audio:
-        from engine.speech.asr import hear  # loads Whisper on first use; cached by content
-
-        part.observations += [f"audio {i + 1}: heard: {hear(source)}" for i, source in enumerate(turn.audio)]
-    if (images or audio) and turn.role != "user":
-        raise InputError("Only user turns can carry images or audio.")
-    part.images, part.audio = images, audio
-    notes = "".join(f"[{note}]\n" for note in part.observations)
-    text = tokenizer.encode(notes + turn.text)
+    part.images = [image.tensor for image in turn.images]
+    part.audio = [clip.mel for clip in turn.audio]
+    if any(x is None for x in part.images + part.audio):
+        raise ValueError("The turn was prepared without the built-in model's media: use Needs.for_builtin(config).")
+    part.observations = list(turn.observations)
+    text = tokenizer.encode(turn.text_with_notes())
     slot_position = None if config.media_after_text else _media_tokens(part, tokenizer, config)
     text_start = len(part.ids)
     _tokens(part, text, target=is_reply)
@@ -95,7 +85,7 @@ def encode_turn(turn: Turn, tokenizer: ChatTokenizer, config: ModelConfig) -> Pr
     if config.media_after_text:
         slot_position = _media_tokens(part, tokenizer, config)
     if slot_position is not None:
-        part.slots.append((slot_position, text_span, list(range(len(images))), list(range(len(audio)))))
+        part.slots.append((slot_position, text_span, list(range(len(part.images))), list(range(len(part.audio)))))
     _tokens(part, [tokenizer.end_id], target=is_reply)
     return part
 
@@ -115,13 +105,20 @@ def _media_tokens(part: Prompt, tokenizer: ChatTokenizer, config: ModelConfig) -
 
 def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: ModelConfig,
                  max_tokens: int | None = None, add_generation_prompt: bool = True) -> Prompt:
-    """Tokenize a conversation, dropping its oldest turns (never the system prompt) to fit `max_tokens`."""
+    """Prepare the conversation's turns (`engine.turns`, cached by content), then `prompt_from_turns`."""
+    turns = prepare_turns([t for t in conversation.turns if t.role != "system"], Needs.for_builtin(config))
+    return prompt_from_turns(conversation.system_prompt, turns, tokenizer, config, max_tokens, add_generation_prompt)
+
+
+def prompt_from_turns(system_prompt: str, turns: Sequence[PreparedTurn], tokenizer: ChatTokenizer,
+                      config: ModelConfig, max_tokens: int | None = None, add_generation_prompt: bool = True) -> Prompt:
+    """Tokenize prepared turns, dropping the oldest (never the system prompt) to fit `max_tokens`; no I/O."""
     max_tokens = min(max_tokens or config.max_seq_len, config.max_seq_len)
     head = Prompt()
     _tokens(head, [tokenizer.bos_id])
-    if conversation.system_prompt:
-        head.extend(encode_turn(Turn("system", conversation.system_prompt), tokenizer, config))
-    turns = [t for t in conversation.turns if t.role != "system"]
+    if system_prompt:
+        head.extend(encode_turn(PreparedTurn("system", system_prompt), tokenizer, config))
+    turns = [turn for turn in turns if turn.role != "system"]
     parts = [encode_turn(turn, tokenizer, config) for turn in turns]
     tail = Prompt()
     if add_generation_prompt:

@@ -37,18 +37,14 @@ from typing import Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from engine import preprocess
 from engine.backends.base import Capabilities, Sampling
 from engine.backends.errors import OOM_ADVICE, BackendError
 from engine.backends.hf_loading import context_length, load_pretrained
-from engine.backends.media import TEXT_ONLY_NOTICE, CachedTranscriber, Transcriber, audio_notes, image_notes, with_notes
+from engine.backends.media import Transcriber, check_audio, media_needs, observations
+from engine.prompt import ContextTooLong  # the built-in prompt's "does not fit": the app treats both alike
 from engine.streaming import _held_back
+from engine.turns import prepare_turns
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
-
-try:  # the built-in prompt's "does not fit" error, so the app treats both backends alike
-    from engine.prompt import ContextTooLong
-except ImportError:  # pragma: no cover - older engine.prompt
-    ContextTooLong = InputError
 
 
 class _EventStop(StoppingCriteria):
@@ -82,7 +78,7 @@ class HFBackend:
                  transcriber: Transcriber | None = None, device: torch.device | None = None):
         self.model, self.processor, self.vision, self.name = model, processor, vision, name
         self.tokenizer = processor.tokenizer if vision else processor
-        self.transcriber = CachedTranscriber(transcriber) if transcriber is not None else None
+        self.transcriber = transcriber  # its transcripts are cached with the prepared media (engine.turns)
         self.device = device or next(model.parameters()).device
         self.capabilities = Capabilities(images=vision, audio=transcriber is not None,
                                          context_length=context_length(model, self.tokenizer))
@@ -120,22 +116,17 @@ class HFBackend:
             raise InputError("The conversation must end with a user turn to get a reply.")
         system = "\n\n".join(s for s in [conversation.system_prompt] +
                              [t.text for t in conversation.turns if t.role == "system"] if s)
-        messages, notes = [], []
-        for turn in turns:
-            if (turn.images or turn.audio) and turn.role != "user":
-                raise InputError("Only user turns can carry images or audio.")
-            pictures = [preprocess.read_image(source) for source in turn.images]
-            notes = [] if self.vision else image_notes(pictures)
-            notes += audio_notes(turn.audio, self.transcriber, self.name)
-            text = with_notes(turn.text, notes)
+        check_audio(turns, self.transcriber, audio=False, model=self.name)
+        prepared = prepare_turns(turns, media_needs(self.vision, False, self.transcriber))
+        messages = []
+        for turn in prepared:
+            text = turn.text_with_notes()
             if self.vision:
-                content = [{"type": "image", "image": p} for p in pictures] + [{"type": "text", "text": text}]
-                messages.append({"role": turn.role, "content": content})
+                content = [{"type": "image", "image": image.picture} for image in turn.images]
+                messages.append({"role": turn.role, "content": content + [{"type": "text", "text": text}]})
             else:
                 messages.append({"role": turn.role, "content": text})
-        if turns[-1].images and not self.vision:
-            notes.append(TEXT_ONLY_NOTICE.format(model=self.name))
-        return system, messages, notes
+        return system, messages, observations(prepared, self.vision, self.name)
 
     def _render(self, system: str, messages: list[dict]):
         def wrap(text):
