@@ -4,15 +4,15 @@
     load_backend("openai:http://gpu-box:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct")   # the same
     load_backend("openai:http://localhost:11434/v1")     # no #MODEL: the server's first model
 
-- Streaming chat completions (`stream: true`, server-sent events); images are sent as
-  `image_url` data URLs (validated and EXIF-rotated by engine.preprocess, PNG or JPEG) and audio
-  as `input_audio` (decoded by engine.preprocess, sent as 16 kHz mono WAV).
+- Streaming chat completions through the official `openai` SDK; images are sent as `image_url`
+  data URLs (validated and EXIF-rotated by engine.turns / engine.preprocess, PNG or JPEG) and
+  audio as `input_audio` (decoded the same way, sent as 16 kHz mono WAV).
 - The API key comes from `api_key`, else the environment variable OPENAI_API_KEY; with neither,
   no Authorization header is sent (local servers rarely want one).
 - `timeout` bounds connecting and every wait for the next bytes. Connection failures, timeouts
-  and 429/5xx answers are retried `retries` times with exponential backoff (honouring
-  Retry-After) until the first piece arrives, never after (that would repeat text); then a
-  `BackendError` says whether the server is down or slow. 400/422 answers become `InputError`.
+  and 408/409/429/5xx answers are retried `retries` times by the SDK (exponential backoff from
+  0.5 s, honouring Retry-After) before the stream starts, never after (that would repeat text);
+  then a `BackendError` says whether the server is down or slow. 400/413/422 become `InputError`.
 - Capabilities come from the server's GET /models when it says (our /v1 lists them;
   vLLM gives `max_model_len`); otherwise images yes, audio no, 8192 tokens. With audio off,
   clips are transcribed by `transcriber` if given; with images off, images become observations.
@@ -22,50 +22,50 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import threading
 import time
 from typing import Iterator
 
-import httpx
+import openai
 
-from engine import preprocess
 from engine.backends.base import Capabilities
 from engine.backends.errors import BackendError
+from engine.backends.media import Transcriber, check_audio, media_needs, observations
+from engine.cache import LRUCache
 from engine.speech.tts import wav_bytes
-from engine.backends.media import TEXT_ONLY_NOTICE, Transcriber, audio_notes, image_notes, with_notes
-from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo, Turn
+from engine.turns import PreparedAudio, PreparedImage, PreparedTurn, prepare_turns
+from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
 
 API_KEY_ENV = "OPENAI_API_KEY"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 SERVER_HINT = ("Check that the server is running and the URL ends in /v1 (vLLM/SGLang: http://HOST:8000/v1, "
                "TGI: http://HOST:8080/v1, Ollama: http://HOST:11434/v1).")
+_parts: LRUCache[dict] = LRUCache(64 * 2**20, weigh=lambda part: len(str(part)))  # encoded media, by digest
 
 
 class OpenAIBackend:
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, retries: int = 2, backoff: float = 0.5,
-                 images: bool | None = None, audio: bool | None = None,
+                 timeout: float = 60.0, retries: int = 2, images: bool | None = None, audio: bool | None = None,
                  transcriber: Transcriber | None = None):
         if not base_url.startswith(("http://", "https://")):
             raise InputError(f"The server address {base_url!r} must start with http:// or https://.")
         self.base_url, self.model = base_url.rstrip("/"), model or None
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.timeout, self.retries = timeout, retries
         self.transcriber = transcriber
         self._forced = {"images": images, "audio": audio}
         self.sampling = None  # the server applies its model's defaults to what we do not send
         self._capabilities: Capabilities | None = None
         self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
+        # Without a key no Authorization header is sent (the SDK wants one, so it gets a placeholder).
+        self._headers = {} if self.api_key else {"Authorization": openai.Omit()}
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "unused", timeout=timeout,
+                                     max_retries=retries)
 
     @property
     def name(self) -> str:
         return f"openai:{self.model or '?'}"
-
-    def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -80,11 +80,12 @@ class OpenAIBackend:
 
     def _describe_model(self) -> tuple[bool, dict]:
         """(whether GET /models answered, this model's entry or {})."""
+        client = self._client.with_options(timeout=min(self.timeout, 5.0), max_retries=0)
         try:
-            response = self._client.get(f"{self.base_url}/models", headers=self._headers(),
-                                        timeout=min(self.timeout, 5.0))
-            models = response.json().get("data", []) if response.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, AttributeError):
+            models = [m.to_dict() for m in client.models.list(extra_headers=self._headers).data]
+        except openai.APIStatusError:
+            models = []
+        except (openai.APIError, ValueError, TypeError, AttributeError):
             return False, {}
         if not self.model and models:
             self.model = models[0].get("id")
@@ -102,33 +103,27 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ request
 
-    def _message(self, turn: Turn, caps: Capabilities, notes: list[str]) -> dict:
-        if (turn.images or turn.audio) and turn.role != "user":
-            raise InputError("Only user turns can carry images or audio.")
-        pictures = [preprocess.read_image(source) for source in turn.images]
-        parts = [] if not caps.images else [_image_part(p) for p in pictures]
-        notes[:] = [] if caps.images else image_notes(pictures)
-        if caps.audio:
-            parts += [_audio_part(source) for source in turn.audio]
-        else:
-            notes += audio_notes(turn.audio, self.transcriber, self.name)
-        text = with_notes(turn.text, notes)
+    def _message(self, turn: PreparedTurn, caps: Capabilities) -> dict:
+        parts = [_image_part(image) for image in turn.images] if caps.images else []
+        parts += [_audio_part(clip) for clip in turn.audio] if caps.audio else []
+        text = turn.text_with_notes()
         if not parts:
             return {"role": turn.role, "content": text}
         return {"role": turn.role, "content": ([{"type": "text", "text": text}] if text else []) + parts}
 
     def _payload(self, conversation: Conversation, config: GenerationConfig, info: ReplyInfo) -> dict:
+        """The keyword arguments of `chat.completions.create` for this conversation."""
         turns = [t for t in conversation.turns if t.role != "system"]
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
-        caps, notes = self.capabilities, []
+        caps = self.capabilities
         system = "\n\n".join(s for s in [conversation.system_prompt] +
                              [t.text for t in conversation.turns if t.role == "system"] if s)
+        check_audio(turns, self.transcriber, caps.audio, self.name)
+        prepared = prepare_turns(turns, media_needs(caps.images, caps.audio, self.transcriber, keep_waveform=16000))
         messages = [{"role": "system", "content": system}] if system else []
-        messages += [self._message(turn, caps, notes) for turn in turns]
-        if turns[-1].images and not caps.images:
-            notes.append(TEXT_ONLY_NOTICE.format(model=self.name))
-        info.observations = notes
+        messages += [self._message(turn, caps) for turn in prepared]
+        info.observations = observations(prepared, caps.images, self.name)
         payload = {"model": self.model or "default", "messages": messages, "stream": True,
                    "stream_options": {"include_usage": True}, "max_tokens": config.max_new_tokens,
                    "temperature": config.temperature, "top_p": config.top_p}
@@ -136,10 +131,13 @@ class OpenAIBackend:
             payload["stop"] = list(config.stop)
         if config.seed is not None:
             payload["seed"] = config.seed
+        extra = {}
         if config.top_k:  # not in OpenAI's API: only sent when used (vLLM, SGLang and our /v1 read it)
-            payload["top_k"] = config.top_k
+            extra["top_k"] = config.top_k
         if config.repetition_penalty != 1.0:
-            payload["repetition_penalty"] = config.repetition_penalty
+            extra["repetition_penalty"] = config.repetition_penalty
+        if extra:
+            payload["extra_body"] = extra
         return payload
 
     # ------------------------------------------------------------------ stream
@@ -151,87 +149,42 @@ class OpenAIBackend:
         started = time.perf_counter()
         payload = self._payload(conversation, config, info)
         info.finish_reason = "cancelled"
-        attempts, problem, yielded = 0, "", False
+        yielded = False
         try:
-            while attempts <= self.retries:
-                attempts += 1
-                try:
-                    with self._client.stream("POST", f"{self.base_url}/chat/completions", json=payload,
-                                             headers=self._headers()) as response:
-                        if response.status_code >= 400:
-                            problem, delay = self._refused(response)
-                        else:
-                            for piece in self._pieces(response, cancel, info, started):
-                                yielded = True
-                                yield piece
-                            return
-                except httpx.TimeoutException:
-                    if yielded:
-                        raise BackendError(f"The model server at {self.base_url} stopped sending the reply for "
-                                           f"more than {self.timeout:g} s. Try again.") from None
-                    problem, delay = f"did not answer within {self.timeout:g} s", None
-                except httpx.TransportError as exc:
-                    if yielded:
-                        raise BackendError(f"The connection to the model server at {self.base_url} broke in the "
-                                           f"middle of the reply ({type(exc).__name__}). Try again.") from None
-                    problem, delay = f"is not reachable ({_reason(exc)})", None
-                if attempts <= self.retries:
-                    wait = delay if delay is not None else self.backoff * 2 ** (attempts - 1)
-                    if cancel is not None and cancel.wait(wait):
+            client = self._client.with_options(max_retries=self.retries, timeout=self.timeout)
+            try:
+                chunks = client.chat.completions.create(**payload, extra_headers=self._headers)
+            except openai.APIError as exc:
+                raise self._failure(exc, yielded) from None
+            with chunks:  # closing it (cancel, an error, a closed generator) hangs up on the server
+                pieces = self._pieces(chunks, cancel, info, started)
+                while True:
+                    try:
+                        piece = next(pieces, None)
+                    except openai.APIError as exc:
+                        raise self._failure(exc, yielded) from None
+                    except ValueError:  # a line of the event stream that is not JSON
+                        raise BackendError(f"The model server at {self.base_url} sent something that is "
+                                           "not JSON in its stream.") from None
+                    if piece is None:
                         return
-                    if cancel is None:
-                        time.sleep(wait)
-            slow = problem.startswith("did not answer")
-            raise BackendError(f"The model server at {self.base_url} {problem} (tried {attempts} times). "
-                               + ("It may be overloaded or still loading the model: try again later, or allow "
-                                  "a longer timeout." if slow else SERVER_HINT))
+                    yielded = True
+                    yield piece
         finally:
             info.total_time_s = time.perf_counter() - started
 
-    def _refused(self, response: httpx.Response) -> tuple[str, float | None]:
-        """A retryable problem (text, delay) for 429/5xx; raises for answers a retry cannot change."""
-        response.read()
-        message = _error_message(response)
-        status = response.status_code
-        if status in RETRYABLE_STATUS:
-            retry_after = response.headers.get("retry-after", "")
-            delay = min(float(retry_after), 10.0) if retry_after.replace(".", "", 1).isdigit() else None
-            return f"answered HTTP {status} ({message})", delay
-        if status in (401, 403):
-            raise BackendError(f"The model server at {self.base_url} refused the API key (HTTP {status}: {message}). "
-                               f"Set {API_KEY_ENV} to a key it accepts.")
-        if status == 404:
-            raise BackendError(f"The model server at {self.base_url} has no model {self.model!r} or no "
-                               f"/chat/completions route (HTTP 404: {message}). Check #MODEL and the URL.")
-        if status in (400, 413, 422):
-            raise InputError(f"The model server refused the request: {message}")
-        raise BackendError(f"The model server at {self.base_url} answered HTTP {status}: {message}")
-
-    def _pieces(self, response: httpx.Response, cancel: threading.Event | None, info: ReplyInfo,
-                started: float) -> Iterator[str]:
+    def _pieces(self, chunks, cancel: threading.Event | None, info: ReplyInfo, started: float) -> Iterator[str]:
         finish, counted = "stop", 0
-        for line in response.iter_lines():
+        for chunk in chunks:
             if cancel is not None and cancel.is_set():
                 info.finish_reason = "cancelled"
                 return
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise BackendError(f"The model server at {self.base_url} sent something that is not JSON "
-                                   f"in its stream: {data[:80]!r}") from None
-            if chunk.get("error"):
-                raise BackendError(f"The model server failed while replying: {_error_message(chunk)}")
-            usage = chunk.get("usage") or {}
-            info.prompt_tokens = usage.get("prompt_tokens", info.prompt_tokens) or info.prompt_tokens
-            info.new_tokens = usage.get("completion_tokens", 0) or info.new_tokens
-            for choice in chunk.get("choices") or []:
-                finish = choice.get("finish_reason") or finish
-                piece = (choice.get("delta") or {}).get("content")
+            if chunk.usage is not None:
+                info.prompt_tokens = chunk.usage.prompt_tokens or info.prompt_tokens
+                info.new_tokens = chunk.usage.completion_tokens or info.new_tokens
+            for choice in chunk.choices or []:
+                finish = choice.finish_reason or finish
+                piece = choice.delta.content if choice.delta is not None else None
                 if piece:
                     counted += 1
                     if info.time_to_first_token_s is None:
@@ -240,34 +193,72 @@ class OpenAIBackend:
         info.new_tokens = info.new_tokens or counted
         info.finish_reason = "length" if finish == "length" else "stop"
 
+    def _failure(self, exc: openai.APIError, yielded: bool) -> Exception:
+        """The BackendError (or InputError) a person reads for what the SDK raised."""
+        tried = f"(tried {self.retries + 1} times)"
+        if isinstance(exc, openai.APITimeoutError):
+            if yielded:
+                return BackendError(f"The model server at {self.base_url} stopped sending the reply for "
+                                    f"more than {self.timeout:g} s. Try again.")
+            return BackendError(f"The model server at {self.base_url} did not answer within {self.timeout:g} s "
+                                f"{tried}. It may be overloaded or still loading the model: try again later, "
+                                "or allow a longer timeout.")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            if yielded:
+                return BackendError(f"The connection to the model server at {self.base_url} broke in the "
+                                    f"middle of the reply ({type(cause).__name__}). Try again.")
+            return BackendError(f"The model server at {self.base_url} is not reachable ({_reason(cause)}) "
+                                f"{tried}. " + SERVER_HINT)
+        if not isinstance(exc, openai.APIStatusError):  # an error event inside the stream
+            return BackendError(f"The model server failed while replying: {_error_message(exc.body, exc.message)}")
+        return self._refusal(exc.status_code, _error_message(exc.body, exc.message), tried)
 
-def _image_part(picture) -> dict:
-    buffer = io.BytesIO()
-    small = picture.width * picture.height <= 1_000_000
-    picture.save(buffer, "PNG" if small else "JPEG", **({} if small else {"quality": 90}))
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return {"type": "image_url", "image_url": {"url": f"data:image/{'png' if small else 'jpeg'};base64,{data}"}}
+    def _refusal(self, status: int, message: str, tried: str) -> Exception:
+        if status in RETRYABLE_STATUS:
+            return BackendError(f"The model server at {self.base_url} answered HTTP {status} ({message}) {tried}. "
+                                + SERVER_HINT)
+        if status in (401, 403):
+            return BackendError(f"The model server at {self.base_url} refused the API key (HTTP {status}: "
+                                f"{message}). Set {API_KEY_ENV} to a key it accepts.")
+        if status == 404:
+            return BackendError(f"The model server at {self.base_url} has no model {self.model!r} or no "
+                                f"/chat/completions route (HTTP 404: {message}). Check #MODEL and the URL.")
+        if status in (400, 413, 422):
+            return InputError(f"The model server refused the request: {message}")
+        return BackendError(f"The model server at {self.base_url} answered HTTP {status}: {message}")
 
 
-def _audio_part(source) -> dict:
-    clip = wav_bytes(preprocess.read_audio(source, 16000).numpy(), 16000)
-    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip).decode("ascii"), "format": "wav"}}
+def _image_part(image: PreparedImage) -> dict:
+    def encode() -> dict:
+        picture, buffer = image.picture, io.BytesIO()
+        small = picture.width * picture.height <= 1_000_000
+        picture.save(buffer, "PNG" if small else "JPEG", **({} if small else {"quality": 90}))
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return {"type": "image_url", "image_url": {"url": f"data:image/{'png' if small else 'jpeg'};base64,{data}"}}
+
+    return _parts.get_or_compute(("image", image.digest), encode) if image.digest else encode()
 
 
-def _error_message(response_or_body) -> str:
-    try:
-        body = response_or_body.json() if isinstance(response_or_body, httpx.Response) else response_or_body
-    except ValueError:
-        return (response_or_body.text or "no details")[:300]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    if isinstance(body, dict) and (error or body.get("detail") or body.get("message")):
-        return str(error or body.get("detail") or body.get("message"))
-    return str(body)[:300]
+def _audio_part(clip: PreparedAudio) -> dict:
+    def encode() -> dict:
+        data = base64.b64encode(wav_bytes(clip.waveform.numpy(), 16000)).decode("ascii")
+        return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+    return _parts.get_or_compute(("audio", clip.digest), encode) if clip.digest else encode()
 
 
-def _reason(exc: httpx.TransportError) -> str:
+def _error_message(body, fallback: str = "") -> str:
+    """The server's own words from an error body ({"message": ...}, {"detail": ...}, or text)."""
+    if isinstance(body, dict):
+        said = body.get("message") or body.get("detail") or body.get("error")
+        if isinstance(said, dict):
+            said = said.get("message") or said
+        return str(said or body)[:300]
+    return str(body or fallback or "no details")[:300]
+
+
+def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "refused" in text.lower():
         return "connection refused"

@@ -69,7 +69,7 @@ def test_text_only_server_gets_observations_and_transcripts(serve, image_png, sp
 
 def test_server_down_is_retried_then_explained():
     port = free_port()  # nothing listens here any more
-    remote = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", retries=2, backoff=0.05)
+    remote = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", retries=2)
     started = time.perf_counter()
     with pytest.raises(BackendError, match=r"not reachable \(connection refused\) \(tried 3 times\).*running"):
         reply(remote, ask())
@@ -83,7 +83,7 @@ def test_slow_server_times_out_with_bounded_retries():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         remote = OpenAIBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "m", timeout=0.3,
-                               retries=1, backoff=0.05)
+                               retries=1)
         started = time.perf_counter()
         with pytest.raises(BackendError, match=r"did not answer within 0.3 s \(tried 2 times\).*overloaded"):
             reply(remote, ask())
@@ -100,7 +100,7 @@ def test_flaky_server_is_retried(serve):
             return JSONResponse({"error": {"message": "busy"}}, status_code=503, headers={"Retry-After": "0"})
         return await call_next(request)
 
-    remote = OpenAIBackend(serve(app) + "/v1", "echo", retries=2, backoff=0.01)
+    remote = OpenAIBackend(serve(app) + "/v1", "echo", retries=2)
     assert reply(remote, ask("hi"))[0] == "echo: hi | images=0 audio=0 "
     assert calls.count("/v1/chat/completions") == 3
     calls.clear()
