@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from engine.speech.asr import Transcript
-from engine.speech.tts import DEFAULT_RATE_WPM, DEFAULT_VOICE, SentenceChunker, synthesize
+from engine.speech.tts import DEFAULT_RATE_WPM, DEFAULT_VOICE, SentenceSpeaker, synthesize
 from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
 
 
@@ -45,16 +45,15 @@ def spoken_reply(backend, conversation: Conversation, config: GenerationConfig =
                  cancel: threading.Event | None = None, info: ReplyInfo | None = None, speak: bool = True,
                  voice: str = DEFAULT_VOICE, rate_wpm: int = DEFAULT_RATE_WPM) -> Iterator[ReplyEvent]:
     """Stream the reply's text pieces and, with `speak`, each sentence's audio as soon as it ends."""
-    chunker = SentenceChunker()
 
-    def sentences(texts):
-        for sentence in texts:
-            if speak and any(ch.isalnum() for ch in sentence) and not (cancel and cancel.is_set()):
-                waveform, sample_rate = synthesize(sentence, voice, rate_wpm)
-                if waveform.size:
-                    yield ReplyEvent("speech", sentence, waveform, sample_rate, time.perf_counter())
+    def speech(sentence: str) -> ReplyEvent | None:
+        if not speak or (cancel and cancel.is_set()):
+            return None
+        waveform, sample_rate = synthesize(sentence, voice, rate_wpm)
+        return ReplyEvent("speech", sentence, waveform, sample_rate, time.perf_counter()) if waveform.size else None
 
+    speaker = SentenceSpeaker(speech)
     for piece in backend.stream(conversation, config, cancel=cancel, info=info):
         yield ReplyEvent("text", piece, at=time.perf_counter())
-        yield from sentences(chunker.push(piece))
-    yield from sentences(chunker.flush())
+        yield from speaker.push(piece)
+    yield from speaker.flush()

@@ -5,6 +5,8 @@
     chunker.push("Hello the") -> []; chunker.push("re. How") -> ["Hello there."]; chunker.flush() -> ["How"]
     for sentence, waveform, sample_rate in speak_stream(text_pieces):   # pieces from Backend.stream
         play(waveform, sample_rate)                     # the first sentence plays while the rest streams
+    speaker = SentenceSpeaker(speak)                    # the loop behind speak_stream, for callers that
+    speaker.push(piece) -> sounds; speaker.flush()      # interleave the sound with their own streaming
     wav_bytes(waveform, sample_rate) -> bytes           # 16-bit PCM WAV, for a browser <audio>
 
 espeak-ng is Debian's `espeak-ng` package (run as a program, one short process per
@@ -21,7 +23,8 @@ import shutil
 import struct
 import subprocess
 import wave as wavefile
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +36,7 @@ DEFAULT_RATE_WPM = 175
 _ENDS = ".!?…。！？"
 _CLOSERS = "\"')]}»”’"
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "fig"}
+Sound = TypeVar("Sound")
 _MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*+]\s+|^\s*\d+\.\s+(?=\S))", re.MULTILINE)
 
 
@@ -176,20 +180,43 @@ class SentenceChunker:
         return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word != "i")
 
 
+class SentenceSpeaker:
+    """The one sentence-to-speech loop: streamed text pieces in, each ended sentence's sound out.
+
+    `speak(sentence)` makes the sound (whatever the caller plays: a waveform, WAV bytes, an
+    event) or returns None for none; sentences without a letter or digit are never spoken.
+    `push` and `flush` are lazy: a sentence is spoken when its sound is asked for.
+    """
+
+    def __init__(self, speak: Callable[[str], Sound | None], chunker: SentenceChunker | None = None):
+        self.speak = speak
+        self.chunker = chunker or SentenceChunker()
+
+    def push(self, piece: str) -> Iterator[Sound]:
+        """The sounds of the sentences this piece ends."""
+        return self._spoken(self.chunker.push(piece))
+
+    def flush(self) -> Iterator[Sound]:
+        """The sound of what is left once the text is complete."""
+        return self._spoken(self.chunker.flush())
+
+    def _spoken(self, sentences: list[str]) -> Iterator[Sound]:
+        for sentence in sentences:
+            if any(ch.isalnum() for ch in sentence) and (sound := self.speak(sentence)) is not None:
+                yield sound
+
+
 def speak_stream(pieces: Iterable[str], voice: str = DEFAULT_VOICE, rate_wpm: int = DEFAULT_RATE_WPM,
                  synthesize_fn: Callable[[str], tuple[np.ndarray, int]] | None = None,
                  chunker: SentenceChunker | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
     """(sentence, waveform, sample_rate) for each sentence of a streamed reply, as soon as it ends."""
-    speak = synthesize_fn or (lambda text: synthesize(text, voice, rate_wpm))
-    chunker = chunker or SentenceChunker()
+    synthesize_one = synthesize_fn or (lambda text: synthesize(text, voice, rate_wpm))
 
-    def spoken(sentences):
-        for sentence in sentences:
-            if any(ch.isalnum() for ch in sentence):
-                waveform, sample_rate = speak(sentence)
-                if waveform.size:
-                    yield sentence, waveform, sample_rate
+    def speak(sentence: str) -> tuple[str, np.ndarray, int] | None:
+        waveform, sample_rate = synthesize_one(sentence)
+        return (sentence, waveform, sample_rate) if waveform.size else None
 
+    speaker = SentenceSpeaker(speak, chunker)
     for piece in pieces:
-        yield from spoken(chunker.push(piece))
-    yield from spoken(chunker.flush())
+        yield from speaker.push(piece)
+    yield from speaker.flush()
