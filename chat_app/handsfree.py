@@ -10,9 +10,14 @@ Voice activity comes from `engine.speech.vad.EndOfSpeech` (Silero VAD): a turn s
 speech and ends after `min_silence_ms` of silence; it keeps `preroll_s` of sound before the
 speech so the first word is not clipped. While muted (or while a reply is running) the
 microphone's sound is dropped. numpy only; nothing here imports gradio or torch.
+
+    path = save_utterance(listener, chunk, quiet=muted, scratch=settings.scratch)   # the web app's glue
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -84,3 +89,21 @@ class Listener:
         utterance = audio[int(start * rate): int(end * rate)]
         self.reset()
         return wav_bytes(utterance, rate) if utterance.size else None
+
+
+def save_utterance(listener: Listener, chunk, quiet: bool, scratch: Callable[[str], Path]) -> str | None:
+    """Feed one chunk of the live microphone (`(sample_rate, samples)` or None); when a turn has
+    just ended, the path of its WAV in a new `scratch("voice-")` folder. While `quiet` (muted,
+    or a reply is playing: do not hear ourselves) the sound is dropped."""
+    if chunk is None:
+        return None
+    if quiet:
+        listener.reset()
+        return None
+    rate, samples = chunk
+    wav = listener.push(rate, samples)
+    if wav is None:
+        return None
+    path = scratch("voice-") / "utterance.wav"
+    path.write_bytes(wav)
+    return str(path)

@@ -10,8 +10,10 @@ then every visitor gets those limits. Nothing here imports gradio or torch.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +90,18 @@ class Settings:
         """A new private folder in `scratch_dir`."""
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_dir))
+
+    def purge_scratch(self, max_age_s: float = 24 * 3600) -> None:
+        """Delete what is older than `max_age_s` in `scratch_dir` (files and their folders)."""
+        if not self.scratch_dir.is_dir():
+            return
+        limit = time.time() - max_age_s
+        for entry in self.scratch_dir.iterdir():
+            try:
+                if entry.stat().st_mtime < limit:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            except OSError:
+                pass
 
 
 def default_data_dir() -> Path:

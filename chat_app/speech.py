@@ -1,0 +1,80 @@
+"""Speech for the web app: recognition of recorded turns and spoken replies, from `engine.speech`.
+
+    speech = Speech()
+    transcript, warnings = speech.transcribe(wav_bytes)     # None when nothing was said
+    speaker = sentence_speaker(speech)                      # None when spoken replies are off
+    for wav in speaker.push(piece): play(wav)               # one WAV per finished sentence
+    for wav in speaker.flush(): play(wav)
+
+Missing pieces (faster-whisper, the bundled Whisper model, espeak-ng) turn the feature off
+with a reason (`asr_problem`, `tts_problem`) instead of failing the turn. The live
+microphone of hands-free mode is cut into turns by `chat_app.handsfree.Listener`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.types import EngineError, InputError
+
+log = logging.getLogger(__name__)
+
+
+class Speech:
+    """Speech recognition and synthesis from `engine.speech`, loaded on first use."""
+
+    def __init__(self) -> None:
+        self.asr_problem: str | None = None
+        self.tts_problem: str | None = None
+
+    def transcribe(self, data: bytes) -> tuple[str | None, tuple[str, ...]]:
+        """(transcript or None when nothing was said, warnings). Raises InputError for bad audio."""
+        if self.asr_problem:
+            return None, ()
+        try:
+            from engine.speech.asr import get_transcriber
+
+            transcript = get_transcriber().transcribe(data)
+        except InputError:
+            raise
+        except (ImportError, EngineError) as error:
+            self.asr_problem = str(error) or type(error).__name__
+            log.warning("speech recognition is off: %s", self.asr_problem)
+            return None, ()
+        except Exception as error:  # noqa: BLE001 - one clip failing leaves the turn (and ASR) alive
+            log.exception("speech recognition failed on a clip")
+            return None, (f"Speech recognition failed on this recording ({error}); the model still gets the sound.",)
+        return (transcript.text if transcript.heard else None), tuple(transcript.warnings)
+
+    def synthesize(self, sentence: str) -> bytes | None:
+        """One sentence as a WAV file in memory (None when spoken replies are off)."""
+        if self.tts_problem:
+            return None
+        try:
+            from engine.speech.tts import synthesize, wav_bytes
+
+            waveform, sample_rate = synthesize(sentence)
+        except (ImportError, EngineError, OSError) as error:
+            self.tts_problem = str(error) or type(error).__name__
+            log.warning("spoken replies are off: %s", self.tts_problem)
+            return None
+        return wav_bytes(waveform, sample_rate) if waveform.size else None
+
+    def chunker(self):
+        try:
+            from engine.speech.tts import SentenceChunker
+        except ImportError as error:
+            self.tts_problem = str(error)
+            return None
+        return SentenceChunker()
+
+
+def sentence_speaker(speech):
+    """The reply's sentences as WAV bytes, through `speech` (Speech or a test double with its
+    `synthesize` and `chunker`); None when spoken replies cannot start."""
+    chunker = speech.chunker()
+    if chunker is None:
+        return None
+    from engine.speech.tts import SentenceSpeaker
+
+    return SentenceSpeaker(speech.synthesize, chunker)
