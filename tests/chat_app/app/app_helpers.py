@@ -84,7 +84,7 @@ def tiny_wav(seconds: float = 0.2, rate: int = 16000) -> bytes:
 
 
 class FakeSpeech:
-    """What `chat_app.handlers.Speech` does, without Whisper or espeak-ng."""
+    """What `chat_app.speech.Speech` does, without Whisper or espeak-ng."""
 
     def __init__(self, transcript: str | None = "what is in this picture", fail: Exception | None = None,
                  warnings: tuple[str, ...] = ()):
