@@ -26,7 +26,7 @@ import torch
 from lab.data.quiz import draw_quiz, is_quizzable
 from lab.grounding import AttentionGrounding, grounding_queries, image_positions
 from engine.loading import load_checkpoint
-from lab.observe_cache import load_observations
+from lab.observe_cache import OBSERVATION_CACHE, load_observations
 from engine.prompt import build_prompt, collate
 from lab.scene_probe import scene_target
 from engine.types import CheckpointError, EngineError
@@ -68,7 +68,6 @@ def attention_on_asked_shapes(model_dir: Path, data: Path, scenes: int = 150,
 def _quizzes(model, tokenizer, data: Path, scenes: int) -> list:
     """[(prompt, queries, scene target)] for fresh quizzes about the first held-out scenes."""
     from lab.data import load_dataset
-    from lab.train import OBSERVATION_CACHE
 
     examples = [e for e in load_dataset(data, "heldout") if is_quizzable(e)][:scenes]
     if not examples:

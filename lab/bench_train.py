@@ -24,11 +24,12 @@ from lab.data import load_dataset
 from lab.data.quiz import is_quizzable, quiz
 from lab.length_groups import length_groups
 from engine.loading import load_checkpoint
-from lab.observe_cache import load_observations
+from lab.observe_cache import OBSERVATION_CACHE, load_observations
 from engine.prompt import build_prompt
 from lab.scene_probe import SceneProbe, scene_target
-from lab.train import (OBSERVATION_CACHE, TrainConfig, accumulate_gradients, batch_loss, draw_batch,
-                          draw_weights)
+from lab.batches import draw_batch, draw_weights
+from lab.losses import accumulate_gradients, batch_loss
+from lab.train_config import TrainConfig
 
 
 def draw_batches(cfg: TrainConfig, tokenizer, config, steps: int) -> list[tuple[list, list]]:

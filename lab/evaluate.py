@@ -77,7 +77,8 @@ def grounding_checks(example, reply: str) -> dict[str, bool]:
 
 def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, observation_cache: Path | None = None) -> dict:
     """All metrics for one model on a list of dataset examples."""
-    from lab.train import encode_examples, evaluate_loss
+    from lab.batches import encode_examples
+    from lab.losses import evaluate_loss
 
     prompts = encode_examples(examples, backend.tokenizer, backend.config, "encoding", observation_cache)
     loss = evaluate_loss(backend.model, prompts, batch_size, backend.device)
@@ -153,7 +154,8 @@ def plot_accuracy(rows: dict[str, dict], path: Path) -> None:
 def ablation(data: str, out: Path, steps: int, limit: int, device: str) -> dict:
     """Short runs of every fusion × decoder pair, same data, steps and seed."""
     from lab.data import load_dataset
-    from lab.train import OBSERVATION_CACHE, TrainConfig, train
+    from lab.observe_cache import OBSERVATION_CACHE
+    from lab.train import TrainConfig, train
 
     examples = load_dataset(data, "heldout")[:limit]
     rows = {}
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     try:
         from engine.backends import DEFAULT_MODEL
         from lab.data import load_dataset
-        from lab.train import OBSERVATION_CACHE
+        from lab.observe_cache import OBSERVATION_CACHE
 
         if args.ablation:
             out = Path(args.out or "runs/ablation")

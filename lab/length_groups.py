@@ -6,7 +6,7 @@ recipe, 53% of the padded tokens were real. Sorting by length and cutting the ba
 it pays (each micro-batch costs its rows x its longest row, plus a fixed cost per forward
 pass) keeps 89% of them real, and a step takes 1.49x less time (`python -m lab.bench_train`).
 The loss is unchanged: the micro-batches' summed cross-entropies are divided by the whole
-batch's token count (see lab.train).
+batch's token count (see lab.losses.accumulate_gradients).
 
     length_groups([30, 180, 44, 52], overhead=128)   # -> [[0, 2, 3], [1]]: indices, shortest first
 """

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from engine import observe, preprocess
 
+OBSERVATION_CACHE = "observations.json"  # the cache's name in a dataset folder
 CACHE_VERSION = 1
 SAVE_EVERY = 500
 

@@ -108,18 +108,20 @@ def voice_turn(audio: np.ndarray, speech_end_s: float, transcriber, backend, min
             "first_audio_s": first_audio - speech_end if first_audio else None, "transcript": transcript.text}
 
 
-def run(args) -> dict:
+def _spoken_utterance() -> np.ndarray:
+    """UTTERANCE as espeak-ng says it: 16 kHz float samples."""
     from engine.preprocess import read_audio
-    from engine.speech.asr import get_transcriber, set_default_model
-    from engine.speech.tts import synthesize
-    from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "utterance.wav")
         subprocess.run(["espeak-ng", "-w", path, UTTERANCE], check=True)
-        utterance = read_audio(path).numpy()
-    loud = np.flatnonzero(np.abs(utterance) > 0.01 * np.abs(utterance).max())
-    duration = utterance.size / 16000
+        return read_audio(path).numpy()
+
+
+def _time_asr(args, utterance: np.ndarray, duration: float) -> tuple[object, float, list[float]]:
+    """Load the transcriber and time --runs transcriptions after a warm-up: (transcriber, load s, [s])."""
+    from engine.speech.asr import get_transcriber, set_default_model
+
     started = time.perf_counter()
     set_default_model(args.asr_model, args.device)  # the prompt's "asr" note shares its cache
     transcriber = get_transcriber(args.asr_model, args.device)
@@ -133,7 +135,17 @@ def run(args) -> dict:
         asr_times.append(time.perf_counter() - began)
     print(f"ASR {transcriber.name} ({transcriber.device}, {transcriber.compute_type}, beam {args.beam_size}): "
           f"{statistics.median(asr_times):.3f} s for {duration:.2f} s", file=sys.stderr)
+    return transcriber, load_s, asr_times
 
+
+def run(args) -> dict:
+    from engine.speech.tts import synthesize
+    from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
+
+    utterance = _spoken_utterance()
+    loud = np.flatnonzero(np.abs(utterance) > 0.01 * np.abs(utterance).max())
+    duration = utterance.size / 16000
+    transcriber, load_s, asr_times = _time_asr(args, utterance, duration)
     backend, backend_note = _backend(args.model, args.device)
     # the model's decode speed on a text turn (also its warm-up), for the typical-sentence estimate
     info = ReplyInfo()

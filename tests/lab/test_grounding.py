@@ -17,7 +17,8 @@ from lab.grounding import AttentionGrounding, grounding_queries
 from engine.model import MultimodalModel
 from engine.prompt import build_prompt, collate
 from engine.tokenizer import ChatTokenizer
-from lab.train import TrainConfig, accumulate_gradients
+from lab.losses import accumulate_gradients
+from lab.train import TrainConfig
 from engine.types import Conversation, InputError, Turn
 
 # one image token per cell of the scene grid: 12 px through two stride-2 stages -> 3x3

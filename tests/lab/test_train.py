@@ -181,7 +181,7 @@ def test_micro_batches_give_the_whole_batchs_gradient(dataset):
     from engine.prompt import build_prompt
     from lab.scene_probe import SceneProbe, scene_target
     from engine.tokenizer import ChatTokenizer
-    from lab.train import accumulate_gradients, batch_loss
+    from lab.losses import accumulate_gradients, batch_loss
 
     examples = load_dataset(dataset, "train")
     tokenizer = ChatTokenizer.train([t.text for e in examples for t in e.conversation.turns], vocab_size=400)
