@@ -3,24 +3,27 @@
     demo.app.include_router(build_api_router(lambda: backends, authenticate=check))  # beside Gradio
     app = create_api_app(backend)                                    # standalone (tests, headless)
 
-- POST /v1/chat/completions: messages whose content is text or parts `text`, `image_url` (base64
+- POST /v1/chat/completions (Content-Type: application/json; the body's models are in
+  chat_app/api_schema.py): messages whose content is text or parts `text`, `image_url` (base64
   data URLs only: http(s) URLs are refused, the server may be offline and must not fetch for
   callers) and `input_audio` ({"data": base64, "format": "wav"|"mp3"|...}); `stream` (SSE chunks,
-  then `data: [DONE]`; `stream_options.include_usage`), `max_tokens`/`max_completion_tokens`,
-  `temperature`, `top_p`, `stop`, `seed`, plus `top_k` and `repetition_penalty`. Left-out options
-  take the model's own temperature and top_p (its generation_config.json, as vLLM does) and
-  otherwise GenerationConfig's defaults. `model` picks one of the loaded models; any other name is
-  answered by the first. Refused with 400: n > 1, tools, logprobs, non-text response formats,
-  frequency/presence penalties.
+  then `data: [DONE]`; `stream_options.include_usage`), `max_tokens`/`max_completion_tokens`
+  (clamped to the context length), `temperature`, `top_p`, `stop`, `seed`, plus `top_k` and
+  `repetition_penalty`. Left-out options take the model's own temperature and top_p (its
+  generation_config.json, as vLLM does) and otherwise GenerationConfig's defaults. `model` picks one
+  of the loaded models (left out or "default": the first; another name is 404 model_not_found, as
+  OpenAI answers). Refused with 400: n > 1, tools, logprobs, non-text response formats,
+  frequency/presence penalties, values out of range (NaN and Infinity included).
 - GET /v1/models (and /v1/models/{id}): the loaded models plus a `capabilities` extension
   (images, audio, context_length) that engine.backends.openai_client reads.
 
 Errors are OpenAI's JSON {"error": {"message", "type", "param", "code"}}: 400 bad request or input
-the engine refuses, 401 bad credentials, 503 no model loaded or the backend failed (GPU, remote
-server), 500 otherwise; after streaming began, one `data: {"error": ...}` event. With
-`authenticate(username, password) -> bool` (the UI's --auth check), requests need HTTP Basic or
-`Authorization: Bearer USERNAME:PASSWORD` (the SDK's api_key). Replies run in worker threads and
-a client that disconnects cancels its reply. No torch here: engine types and the Backend only.
+the engine refuses, 401 bad credentials, 404 unknown model, 413 too large, 415 not sent as JSON,
+503 no model loaded or the backend failed (GPU, remote server), 500 otherwise; after streaming
+began, one `data: {"error": ...}` event. With `authenticate(username, password) -> bool` (the
+UI's --auth check), requests need HTTP Basic or `Authorization: Bearer USERNAME:PASSWORD` (the
+SDK's api_key). Replies run in worker threads and a client that disconnects cancels its reply.
+No torch here: engine types and the Backend only.
 """
 
 from __future__ import annotations
@@ -32,25 +35,24 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import replace
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
+from chat_app.api_schema import ChatCompletionRequest, explain
 from engine.backends.base import Backend, Sampling
 from engine.backends.errors import BackendError
-from engine.types import (CheckpointError, Conversation, EngineError, GenerationConfig, InputError, ReplyInfo,
-                          Turn)
+from engine.types import CheckpointError, Conversation, EngineError, GenerationConfig, InputError, ReplyInfo
 
 log = logging.getLogger(__name__)
-BackendProvider = Callable[[], Optional[Union[Backend, Mapping[str, Backend]]]]
+BackendProvider = Callable[[], Backend | Mapping[str, Backend] | None]
 Authenticate = Callable[[str, str], bool]
 MAX_BODY_BYTES = 320 * 2**20
 _DONE = object()
-_UNSUPPORTED = {"tools": "tool calls", "functions": "function calls", "tool_choice": "tool calls",
-                "logprobs": "logprobs", "top_logprobs": "logprobs"}
 
 
 class ApiError(Exception):
@@ -85,114 +87,48 @@ def _engine_error(exc: Exception) -> ApiError:
 # ----------------------------------------------------------------------------- requests
 
 
-def _media_bytes(data: Any, param: str, what: str) -> bytes:
-    if not isinstance(data, str) or not data:
-        raise ApiError(400, f"{param} must be a non-empty base64 string.", param=param)
+def _require_json(request: Request) -> None:
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise ApiError(415, f"The request body must be JSON sent with the header Content-Type: application/json "
+                            f"(this one says {kind}; with curl, add -H 'Content-Type: application/json').",
+                       code="unsupported_media_type")
+
+
+def validate_request(body: Any) -> ChatCompletionRequest:
+    """A chat-completions body (parsed JSON) -> the request; ApiError (400) when invalid."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, f"{param} is not valid base64 {what} data.", param=param) from None
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        message, param, code = explain(exc)
+        raise ApiError(400, message, param=param, code=code) from None
 
 
-def _image(part: dict, param: str) -> bytes:
-    spec = part.get("image_url")
-    url = spec.get("url") if isinstance(spec, dict) else spec
-    if not isinstance(url, str) or not url:
-        raise ApiError(400, f"{param}.image_url.url must be a string.", param=param)
-    if url.startswith(("http://", "https://")):
-        raise ApiError(400, "This server does not download images from URLs (it may have no network, and "
-                            "fetching would let callers reach private addresses). Send the image inline as "
-                            "a data URL: data:image/png;base64,...", param=param, code="image_url_not_supported")
-    header, comma, data = url.partition(",")
-    if not (url.startswith("data:") and comma and header.endswith(";base64")):
-        raise ApiError(400, "image_url must be a base64 data URL such as data:image/png;base64,...", param=param)
-    return _media_bytes(data, f"{param}.image_url", "image")
-
-
-def _turn(message: Any, index: int) -> Turn:
-    param = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise ApiError(400, f"{param} must be an object with role and content.", param=param)
-    role = {"developer": "system"}.get(message.get("role"), message.get("role"))
-    if role not in ("system", "user", "assistant"):
-        raise ApiError(400, f"{param}.role {message.get('role')!r} is not supported: use system, developer, user "
-                            "or assistant (tool messages are not supported).", param=f"{param}.role")
-    content = message.get("content")
-    if content is None or isinstance(content, str):
-        return Turn(role, content or "")
-    if not isinstance(content, list):
-        raise ApiError(400, f"{param}.content must be a string or a list of parts.", param=f"{param}.content")
-    texts, images, audio = [], [], []
-    for j, part in enumerate(content):
-        where = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind == "image_url":
-            images.append(_image(part, where))
-        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
-            audio.append(_media_bytes(part["input_audio"].get("data"), f"{where}.input_audio.data", "audio"))
-        elif kind != "refusal":
-            raise ApiError(400, f"{where} has an unsupported type {kind!r}: use text, image_url or input_audio "
-                                "(with its fields).", param=where)
-    if (images or audio) and role != "user":
-        raise ApiError(400, f"{param}: only user messages can carry images or audio.", param=param)
-    return Turn(role, "\n".join(texts), images=images, audio=audio)
-
-
-def _number(body: dict, key: str, kind: type, default):
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise ApiError(400, f"{key} must be {'a number' if kind is float else 'an integer'}.", param=key)
-    return kind(value)
+def request_config(chat: ChatCompletionRequest, context_length: int,
+                   sampling: Sampling | None = None) -> GenerationConfig:
+    try:
+        return chat.config(context_length, sampling)
+    except InputError as exc:  # a combination the engine refuses
+        raise ApiError(400, str(exc)) from None
 
 
 def parse_request(body: Any, context_length: int,
                   sampling: Sampling | None = None) -> tuple[Conversation, GenerationConfig, bool, bool]:
     """A chat-completions body -> (conversation, config, stream, include_usage); ApiError when invalid."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    for key, what in _UNSUPPORTED.items():
-        if body.get(key):
-            raise ApiError(400, f"{what.capitalize()} are not supported by this server.", param=key)
-    if _number(body, "n", int, 1) != 1:
-        raise ApiError(400, "Only n=1 (one choice) is supported.", param="n")
-    for key in ("frequency_penalty", "presence_penalty"):
-        if _number(body, key, float, 0.0):
-            raise ApiError(400, f"{key} is not supported; use repetition_penalty (e.g. 1.1).", param=key)
-    response_format = body.get("response_format")
-    if response_format not in (None, {"type": "text"}):
-        raise ApiError(400, "Only the text response format is supported.", param="response_format")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages must be a non-empty list.", param="messages")
-    turns = [_turn(message, i) for i, message in enumerate(messages)]
-    system = "\n\n".join(t.text for t in turns if t.role == "system" and t.text)
-    conversation = Conversation(system, [t for t in turns if t.role != "system"])
-    stop = body.get("stop")
-    stop = [stop] if isinstance(stop, str) else stop
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
-        raise ApiError(400, "stop must be a non-empty string or a list of them.", param="stop")
-    defaults = GenerationConfig()
-    if sampling is not None:  # what the model's makers recommend, where the request is silent
-        defaults = replace(defaults, temperature=sampling.temperature, top_p=sampling.top_p)
-    max_tokens = _number(body, "max_completion_tokens", int, None)
-    max_tokens = _number(body, "max_tokens", int, defaults.max_new_tokens) if max_tokens is None else max_tokens
-    stream, options = body.get("stream", False), body.get("stream_options") or {}
-    if not isinstance(stream, bool) or not isinstance(options, dict):
-        raise ApiError(400, "stream must be true or false and stream_options an object.", param="stream")
-    try:
-        config = GenerationConfig(
-            max_new_tokens=min(max_tokens, context_length),
-            temperature=_number(body, "temperature", float, defaults.temperature),
-            top_p=_number(body, "top_p", float, defaults.top_p), top_k=_number(body, "top_k", int, defaults.top_k),
-            repetition_penalty=_number(body, "repetition_penalty", float, defaults.repetition_penalty),
-            stop=tuple(stop or ()), seed=_number(body, "seed", int, None))
-    except InputError as exc:
-        raise ApiError(400, str(exc)) from None
-    return conversation, config, stream, bool(options.get("include_usage"))
+    chat = validate_request(body)
+    return chat.conversation(), request_config(chat, context_length, sampling), chat.stream, chat.include_usage
+
+
+def pick_backend(backends: dict[str, Backend], name: str | None) -> Backend:
+    """The loaded model called `name`; the first when the request names none (or "default")."""
+    if name in (None, "", "default"):
+        return next(iter(backends.values()))
+    if name not in backends:
+        raise ApiError(404, f"The model {name!r} does not exist on this server; it serves {', '.join(backends)} "
+                            "(GET /v1/models lists them).", param="model", code="model_not_found")
+    return backends[name]
 
 
 # ----------------------------------------------------------------------------- replies
@@ -340,24 +276,25 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
             backends = await admit(request)
             if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
                 raise ApiError(413, f"The request is over {MAX_BODY_BYTES // 2**20} MiB; send smaller media.")
+            _require_json(request)
             try:
                 body = json.loads(await request.body())
             except ValueError:
                 raise ApiError(400, "The request body is not valid JSON.") from None
-            name = body.get("model") if isinstance(body, dict) else None
-            backend = backends.get(name) or next(iter(backends.values()))
+            chat = validate_request(body)
+            backend = pick_backend(backends, chat.model)
             context = await anyio.to_thread.run_sync(lambda: backend.capabilities.context_length)
-            conversation, config, stream, include_usage = parse_request(body, context, backend.sampling)
+            conversation, config = chat.conversation(), request_config(chat, context, backend.sampling)
             head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
             reply = _Reply(backend, conversation, config)
-            if not stream:
+            if not chat.stream:
                 return await _complete(reply, request, head)
             try:
                 first = await reply.next()  # bad input fails here, before any header is sent
             except BaseException:
                 await reply.close()
                 raise
-            return StreamingResponse(_events(reply, first, request, head, include_usage),
+            return StreamingResponse(_events(reply, first, request, head, chat.include_usage),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         except Exception as exc:

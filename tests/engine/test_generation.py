@@ -81,9 +81,9 @@ def test_pieces_are_never_broken_utf8():
 
 def test_a_character_cut_by_the_token_limit_is_dropped_not_garbled():
     tok = tiny_tokenizer()
-    ids = tok.encode("ok 🎉")
+    ids = tok.encode("ok 🎈")  # not in the tokenizer's corpus: the emoji is byte tokens, " \xf0\x9f", "\x8e", "\x88"
     truncated = [torch.tensor([i]) for i in ids[:-1]]  # part of the emoji's bytes only
-    assert "".join(stream_text(truncated, tok, (), ReplyInfo())).strip() in ("ok", "ok \U0001f389"[:3])
+    assert "".join(stream_text(truncated, tok, (), ReplyInfo())) == "ok "  # the space kept, the half emoji dropped
 
 
 def test_closing_the_stream_mid_reply_frees_the_cache():

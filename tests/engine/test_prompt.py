@@ -43,7 +43,10 @@ def test_the_caller_is_told_when_turns_were_dropped():
     backend = tiny_backend()  # tiny preset: 256-token context
     info = ReplyInfo()
     list(backend.stream(long_conversation(30), GenerationConfig(max_new_tokens=4, temperature=0), info=info))
-    assert info.dropped_turns > 0 and info.prompt_tokens <= 256
+    budget = backend.config.max_seq_len - 4  # the context less room for the 4 new tokens
+    fitted = build_prompt(long_conversation(30), backend.tokenizer, backend.config, max_tokens=budget)
+    assert (info.dropped_turns, info.prompt_tokens) == (fitted.dropped_turns, len(fitted))
+    assert fitted.dropped_turns > 0 and len(fitted) <= budget
 
 
 def test_a_message_longer_than_the_context_is_refused_clearly():

@@ -204,8 +204,13 @@ def test_builtin_checkpoints_still_load(tmp_path):
     from engine.backends.builtin import BuiltinBackend
     from engine.loading import save_checkpoint
 
-    save_checkpoint(tmp_path / "builtin", tiny_model(), tiny_tokenizer())
-    assert isinstance(load_backend(str(tmp_path / "builtin"), device="cpu"), BuiltinBackend)
+    model, tokenizer = tiny_model(), tiny_tokenizer()
+    save_checkpoint(tmp_path / "builtin", model, tokenizer)
+    loaded = load_backend(str(tmp_path / "builtin"), device="cpu")
+    assert isinstance(loaded, BuiltinBackend) and loaded.name == "builtin:builtin"
+    saved, read = model.state_dict(), loaded.model.state_dict()
+    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    assert loaded.tokenizer.encode("hello there, 日本語") == tokenizer.encode("hello there, 日本語")
 
 
 def test_importing_the_backends_package_does_not_import_torch():

@@ -47,8 +47,8 @@ def test_models_list_the_loaded_backend(echo):
 def test_text_completion_with_options(echo):
     backend, client = echo
     result = client.chat.completions.create(
-        model="anything", messages=[{"role": "developer", "content": "Be brief."},
-                                    {"role": "user", "content": "hello there"}],
+        model="echo", messages=[{"role": "developer", "content": "Be brief."},
+                                {"role": "user", "content": "hello there"}],
         max_tokens=9, temperature=0, top_p=0.5, stop=["zzz"], seed=3, extra_body={"top_k": 4})
     assert result.choices[0].message.content == "echo: hello there | images=0 audio=0 "
     assert result.choices[0].finish_reason == "stop" and result.model == "echo"
@@ -109,7 +109,10 @@ def test_bad_messages_are_400_with_openai_errors(echo, message, match):
     ({"n": 2}, "n=1"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
     ({"frequency_penalty": 0.5}, "repetition_penalty"), ({"tools": [{"type": "function", "function": {"name": "f"}}]},
                                                          "Tool calls"),
-    ({"max_tokens": 0}, "max_new_tokens"), ({"stop": [""]}, "stop"),
+    ({"max_tokens": 0}, "max_tokens must be at least 1"), ({"stop": [""]}, "stop"),
+    ({"temperature": 2.5}, "temperature must be at most 2"), ({"max_tokens": 3.0}, "max_tokens must be an integer"),
+    ({"temperature": "0.5"}, "temperature must be a number"),
+    ({"extra_body": {"top_k": -1}}, "top_k must be at least 0"),
 ])
 def test_bad_options_are_400(echo, options, match):
     _, client = echo
@@ -177,8 +180,9 @@ def test_real_models_behind_the_api(serve, llava_backend, llama_asr_backend, ima
     from engine.types import Conversation, GenerationConfig, Turn
 
     client = client_for(serve(create_api_app(llava_backend)))
-    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": data_url(image_png)}}]
-    answer = client.chat.completions.create(model="x", messages=[{"role": "user", "content": content}],
+    content = [{"type": "text", "text": "what is this?"},
+               {"type": "image_url", "image_url": {"url": data_url(image_png)}}]
+    answer = client.chat.completions.create(model=llava_backend.name, messages=[{"role": "user", "content": content}],
                                             max_tokens=8, temperature=0)
     direct = "".join(llava_backend.stream(Conversation("", [Turn("user", "what is this?", images=[image_png])]),
                                           GenerationConfig(max_new_tokens=8, temperature=0)))
@@ -188,7 +192,8 @@ def test_real_models_behind_the_api(serve, llava_backend, llama_asr_backend, ima
                {"type": "image_url", "image_url": {"url": data_url(image_png)}}]
     started = time.perf_counter()
     answer = client.chat.completions.with_raw_response.create(
-        model="x", messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0).parse()
+        model=llama_asr_backend.name, messages=[{"role": "user", "content": content}], max_tokens=8,
+        temperature=0).parse()
     assert time.perf_counter() - started < 30
     observations = answer.model_extra["observations"]
     assert observations[0].startswith("image 1:") and observations[1].startswith("audio 1: heard: the")
@@ -227,7 +232,13 @@ def test_several_models_are_listed_and_picked_by_name(serve):
     client = client_for(serve(create_api_app(lambda: {"first": first, "second": second})))
     assert [m.id for m in client.models.list().data] == ["first", "second"]
     assert client.chat.completions.create(model="second", messages=[{"role": "user", "content": "a"}]).model == "second"
-    assert client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}]).model == "first"
+    with pytest.raises(openai.NotFoundError, match="'gpt-4o' does not exist.*serves first, second") as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}])
+    assert (caught.value.body["code"], caught.value.body["param"]) == ("model_not_found", "model")
+    for unnamed in ({}, {"model": "default"}):  # no name, or what openai_client sends knowing none: the first
+        answer = httpx.post(str(client.base_url) + "chat/completions", timeout=30,
+                            json={"messages": [{"role": "user", "content": "a"}], **unnamed}).json()
+        assert answer["model"] == "first"
     assert second.last is not None and client.models.retrieve("second").id == "second"
 
 
@@ -247,3 +258,55 @@ def test_builtin_model_behind_the_api(serve, image_png, speech_wav_16k):
                                                            audio=[speech_wav_16k])]),
                                     GenerationConfig(max_new_tokens=12, temperature=0)))
     assert text == direct
+
+
+def post_raw(client, fields: str = "", content_type: str | None = "application/json") -> httpx.Response:
+    """POST {"messages": [hi], FIELDS} as written: json.dumps would not write NaN, nor send it as text/plain."""
+    text = '{"messages": [{"role": "user", "content": "hi"}]' + (f", {fields}" if fields else "") + "}"
+    headers = {"Content-Type": content_type} if content_type else {}
+    return httpx.post(str(client.base_url) + "chat/completions", content=text, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("option, param, message", [
+    ('"temperature": NaN', "temperature", "temperature must be a finite number, not nan."),
+    ('"temperature": Infinity', "temperature", "temperature must be a finite number, not inf."),
+    ('"top_p": NaN', "top_p", "top_p must be a finite number, not nan."),
+    (f'"seed": {2**70}', "seed", f"seed must be at most {2**63 - 1}, not {2**70}."),
+    ('"repetition_penalty": 1e308', "repetition_penalty", "repetition_penalty must be at most 10.0, not 1e+308."),
+])
+def test_out_of_range_numbers_are_400_not_server_errors(echo, option, param, message):
+    _, client = echo
+    response = post_raw(client, option)
+    assert response.status_code == 400
+    assert response.json()["error"] == {"message": message, "type": "invalid_request_error", "param": param,
+                                        "code": None}
+
+
+def test_huge_max_tokens_is_clamped_and_huge_top_k_passed_on(echo):
+    backend, client = echo
+    response = post_raw(client, f'"max_tokens": {10**12}, "top_k": {10**12}')
+    assert response.status_code == 200
+    config = backend.last[1]
+    assert config.max_new_tokens == 1024  # the model's context length
+    assert config.top_k == 10**12  # the engine keeps min(top_k, vocabulary): no top-k filter
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_is_415(echo, content_type):
+    _, client = echo
+    response = post_raw(client, content_type=content_type)
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type" and error["type"] == "invalid_request_error"
+    assert f"Content-Type: application/json (this one says {content_type};" in error["message"]
+    assert post_raw(client, content_type="application/json; charset=utf-8").status_code == 200
+    assert post_raw(client, content_type=None).status_code == 200  # no Content-Type at all: read as JSON
+
+
+def test_unknown_model_is_404_model_not_found(echo):
+    _, client = echo
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body == {"message": "The model 'gpt-9' does not exist on this server; it serves echo "
+                                            "(GET /v1/models lists them).",
+                                 "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
