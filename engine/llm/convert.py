@@ -75,7 +75,8 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], config: ModelConfig, so
             raise CheckpointError(f"{source} lacks the tensor {name}.")
         return tensors[name]
 
-    state = {"text_encoder.embedding.weight": take("model.embed_tokens.weight"), "norm.weight": take("model.norm.weight")}
+    state = {"text_encoder.embedding.weight": take("model.embed_tokens.weight"),
+             "norm.weight": take("model.norm.weight")}
     if not config.tie_embeddings:
         state["lm_head.weight"] = take("lm_head.weight")
     for i in range(config.n_layers):
@@ -83,7 +84,8 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], config: ModelConfig, so
         attention = [take(hf + f"self_attn.{p}_proj.weight") for p in "qkv"]
         state[ours + "attention.qkv.weight"] = torch.cat(attention)  # (H + 2 KV) * D rows
         state[ours + "attention.out.weight"] = take(hf + "self_attn.o_proj.weight")
-        state[ours + "ffn.gate_up.weight"] = torch.cat([take(hf + "mlp.gate_proj.weight"), take(hf + "mlp.up_proj.weight")])
+        gate_up = [take(hf + "mlp.gate_proj.weight"), take(hf + "mlp.up_proj.weight")]
+        state[ours + "ffn.gate_up.weight"] = torch.cat(gate_up)  # (2 * hidden, C): gate rows, then up rows
         state[ours + "ffn.down.weight"] = take(hf + "mlp.down_proj.weight")
         state[ours + "attention_norm.weight"] = take(hf + "input_layernorm.weight")
         state[ours + "ffn_norm.weight"] = take(hf + "post_attention_layernorm.weight")

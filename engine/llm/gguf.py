@@ -137,12 +137,14 @@ def convert(path: Path) -> tuple[ModelConfig, LMTokenizer, dict[str, torch.Tenso
         try:
             weight = dequantize(tensor.data, tensor.tensor_type)  # (rows, cols) float32, numpy order
         except (NotImplementedError, ValueError) as error:
-            raise CheckpointError(f"{path}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}): {error}") from None
+            raise CheckpointError(f"{path}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}): "
+                                  f"{error}") from None
         if hf_name.endswith("q_proj.weight"):
             weight = unpermute(weight, config.n_heads)
         elif hf_name.endswith("k_proj.weight"):
             weight = unpermute(weight, config.kv_heads)
-        tensors[hf_name] = torch.from_numpy(np.array(weight, dtype=np.float32))  # a copy: F32 data is a read-only memmap
+        # a copy: an F32 tensor is a read-only view of the memory-mapped file
+        tensors[hf_name] = torch.from_numpy(np.array(weight, dtype=np.float32))
     return config, tokenizer, state_dict_from_hf(tensors, config, str(path))
 
 
@@ -153,7 +155,8 @@ def _read_cache(directory: Path) -> tuple[ModelConfig, LMTokenizer, dict[str, to
         return (ModelConfig.load(directory / CONFIG_FILE), LMTokenizer.load(directory),
                 load_file(str(directory / WEIGHTS_FILE)))
     except (CheckpointError, SafetensorError, OSError) as error:
-        warnings.warn(f"Ignoring the damaged cache {directory} ({error}); converting the GGUF file again.")
+        warnings.warn(f"Ignoring the damaged cache {directory} ({error}); converting the GGUF file again.",
+                      stacklevel=3)
         return None
 
 
@@ -169,7 +172,7 @@ def _write_cache(directory: Path, config: ModelConfig, tokenizer: LMTokenizer, s
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(staging, directory)
     except OSError as error:  # a read-only home still runs, only slower next time
-        warnings.warn(f"Could not write the converted-weights cache {directory}: {error}")
+        warnings.warn(f"Could not write the converted-weights cache {directory}: {error}", stacklevel=3)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
 

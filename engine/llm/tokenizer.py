@@ -98,7 +98,7 @@ class LMTokenizer:
         (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "LMTokenizer":
+    def load(cls, directory: str | Path) -> LMTokenizer:
         """From a Hugging Face folder: tokenizer.json, tokenizer_config.json (or chat_template.jinja)."""
         directory = Path(directory)
         path = directory / TOKENIZER_FILE
@@ -125,7 +125,7 @@ class LMTokenizer:
             raise CheckpointError(f"{directory}: {error}") from None
 
     @classmethod
-    def from_gguf(cls, metadata: dict, source: str) -> "LMTokenizer":
+    def from_gguf(cls, metadata: dict, source: str) -> LMTokenizer:
         """From a GGUF file's `tokenizer.*` metadata: byte-level BPE vocabularies (tokenizer.ggml.model gpt2)."""
         kind, pre = metadata.get("tokenizer.ggml.model"), metadata.get("tokenizer.ggml.pre", "default")
         if kind != "gpt2":
@@ -147,10 +147,10 @@ class LMTokenizer:
         tokenizer.pre_tokenizer = pre_tokenizer
         tokenizer.decoder = decoders.ByteLevel()
         # CONTROL (3) tokens are special, USER_DEFINED (4) ones plain added tokens: both stay whole in text
+        kinds = list(zip(tokens, types, strict=True))
         tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                      for t, kind in zip(tokens, types) if kind == 3 and set(t) <= letters])
-        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False)
-                              for t, kind in zip(tokens, types) if kind == 4])
+                                      for t, kind in kinds if kind == 3 and set(t) <= letters])
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t, kind in kinds if kind == 4])
 
         def text(key: str) -> str | None:
             index = metadata.get(f"tokenizer.ggml.{key}")

