@@ -56,8 +56,14 @@ _DONE = object()
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
 
@@ -90,9 +96,12 @@ def _engine_error(exc: Exception) -> ApiError:
 def _require_json(request: Request) -> None:
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind and kind != "application/json" and not kind.endswith("+json"):
-        raise ApiError(415, f"The request body must be JSON sent with the header Content-Type: application/json "
-                            f"(this one says {kind}; with curl, add -H 'Content-Type: application/json').",
-                       code="unsupported_media_type")
+        raise ApiError(
+            415,
+            f"The request body must be JSON sent with the header Content-Type: application/json "
+            f"(this one says {kind}; with curl, add -H 'Content-Type: application/json').",
+            code="unsupported_media_type",
+        )
 
 
 def validate_request(body: Any) -> ChatCompletionRequest:
@@ -106,16 +115,18 @@ def validate_request(body: Any) -> ChatCompletionRequest:
         raise ApiError(400, message, param=param, code=code) from None
 
 
-def request_config(chat: ChatCompletionRequest, context_length: int,
-                   sampling: Sampling | None = None) -> GenerationConfig:
+def request_config(
+    chat: ChatCompletionRequest, context_length: int, sampling: Sampling | None = None
+) -> GenerationConfig:
     try:
         return chat.config(context_length, sampling)
     except InputError as exc:  # a combination the engine refuses
         raise ApiError(400, str(exc)) from None
 
 
-def parse_request(body: Any, context_length: int,
-                  sampling: Sampling | None = None) -> tuple[Conversation, GenerationConfig, bool, bool]:
+def parse_request(
+    body: Any, context_length: int, sampling: Sampling | None = None
+) -> tuple[Conversation, GenerationConfig, bool, bool]:
     """A chat-completions body -> (conversation, config, stream, include_usage); ApiError when invalid."""
     chat = validate_request(body)
     return chat.conversation(), request_config(chat, context_length, sampling), chat.stream, chat.include_usage
@@ -126,8 +137,13 @@ def pick_backend(backends: dict[str, Backend], name: str | None) -> Backend:
     if name in (None, "", "default"):
         return next(iter(backends.values()))
     if name not in backends:
-        raise ApiError(404, f"The model {name!r} does not exist on this server; it serves {', '.join(backends)} "
-                            "(GET /v1/models lists them).", param="model", code="model_not_found")
+        raise ApiError(
+            404,
+            f"The model {name!r} does not exist on this server; it serves {', '.join(backends)} "
+            "(GET /v1/models lists them).",
+            param="model",
+            code="model_not_found",
+        )
     return backends[name]
 
 
@@ -158,8 +174,11 @@ def _finish_reason(info: ReplyInfo) -> str:
 
 
 def _usage(info: ReplyInfo) -> dict:
-    return {"prompt_tokens": info.prompt_tokens, "completion_tokens": info.new_tokens,
-            "total_tokens": info.prompt_tokens + info.new_tokens}
+    return {
+        "prompt_tokens": info.prompt_tokens,
+        "completion_tokens": info.new_tokens,
+        "total_tokens": info.prompt_tokens + info.new_tokens,
+    }
 
 
 def _sse(data: dict) -> str:
@@ -176,9 +195,12 @@ async def _complete(reply: _Reply, request: Request, head: dict) -> JSONResponse
     finally:
         await reply.close()
     message = {"role": "assistant", "content": "".join(pieces)}
-    body = {**head, "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": _finish_reason(reply.info)}], "usage": _usage(reply.info)}
+    body = {
+        **head,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(reply.info)}],
+        "usage": _usage(reply.info),
+    }
     if reply.info.observations:
         body["observations"] = reply.info.observations  # extension: what offline tools saw
     return JSONResponse(body)
@@ -186,8 +208,13 @@ async def _complete(reply: _Reply, request: Request, head: dict) -> JSONResponse
 
 async def _events(reply: _Reply, first, request: Request, head: dict, include_usage: bool):
     def chunk(delta: dict, finish: str | None = None) -> str:
-        return _sse({**head, "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        return _sse(
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        )
 
     try:
         yield chunk({"role": "assistant", "content": ""})
@@ -235,20 +262,30 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
             credentials = _credentials(request.headers.get("authorization", ""))
             allowed = credentials is not None and await anyio.to_thread.run_sync(authenticate, *credentials)
             if not allowed:
-                raise ApiError(401, "Sign in: send HTTP Basic credentials or `Authorization: Bearer "
-                                    "USERNAME:PASSWORD` (the SDK's api_key) for an account of this app.",
-                               "authentication_error", code="invalid_api_key")
+                raise ApiError(
+                    401,
+                    "Sign in: send HTTP Basic credentials or `Authorization: Bearer "
+                    "USERNAME:PASSWORD` (the SDK's api_key) for an account of this app.",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
         loaded = backend_provider()
         backends = dict(loaded) if isinstance(loaded, Mapping) else {loaded.name: loaded} if loaded else {}
         if not backends:
-            raise ApiError(503, "No model is loaded yet; try again in a moment.", "server_error",
-                           code="model_not_loaded")
+            raise ApiError(
+                503, "No model is loaded yet; try again in a moment.", "server_error", code="model_not_loaded"
+            )
         return backends
 
     def describe(backend: Backend) -> dict:
         caps = backend.capabilities
-        return {"id": backend.name, "object": "model", "created": created, "owned_by": "multimodal-chat",
-                "capabilities": {"images": caps.images, "audio": caps.audio, "context_length": caps.context_length}}
+        return {
+            "id": backend.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "multimodal-chat",
+            "capabilities": {"images": caps.images, "audio": caps.audio, "context_length": caps.context_length},
+        }
 
     @router.get("/models")
     async def list_models(request: Request):
@@ -264,8 +301,12 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
         try:
             backends = await admit(request)
             if model_id not in backends:
-                raise ApiError(404, f"No model {model_id!r}; this server runs {', '.join(backends)}.",
-                               param="model", code="model_not_found")
+                raise ApiError(
+                    404,
+                    f"No model {model_id!r}; this server runs {', '.join(backends)}.",
+                    param="model",
+                    code="model_not_found",
+                )
             return await anyio.to_thread.run_sync(describe, backends[model_id])
         except ApiError as exc:
             return exc.response()
@@ -294,17 +335,20 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
             except BaseException:
                 await reply.close()
                 raise
-            return StreamingResponse(_events(reply, first, request, head, chat.include_usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _events(reply, first, request, head, chat.include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         except Exception as exc:
             return _engine_error(exc).response()
 
     return router
 
 
-def create_api_app(backend: Backend | Mapping[str, Backend] | BackendProvider,
-                   authenticate: Authenticate | None = None) -> FastAPI:
+def create_api_app(
+    backend: Backend | Mapping[str, Backend] | BackendProvider, authenticate: Authenticate | None = None
+) -> FastAPI:
     """A FastAPI app serving only /v1 (tests, or serving models without the UI)."""
     provider = (lambda: backend) if isinstance(backend, (Backend, Mapping)) else backend
     app = FastAPI(title="multimodal-chat OpenAI-compatible API")

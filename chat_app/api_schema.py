@@ -44,8 +44,13 @@ from engine.types import Conversation, GenerationConfig, Turn
 
 INT64 = 2**63
 PART_TYPES = ("text", "image_url", "input_audio", "refusal")
-_UNSUPPORTED = {"tools": "Tool calls", "functions": "Function calls", "tool_choice": "Tool calls",
-                "logprobs": "Logprobs", "top_logprobs": "Logprobs"}
+_UNSUPPORTED = {
+    "tools": "Tool calls",
+    "functions": "Function calls",
+    "tool_choice": "Tool calls",
+    "logprobs": "Logprobs",
+    "top_logprobs": "Logprobs",
+}
 
 
 def _refuse(message: str, code: str | None = None) -> PydanticCustomError:
@@ -66,9 +71,12 @@ def _data_url(url: Any) -> bytes:
     if not isinstance(url, str) or not url:
         raise _refuse("{param} must be a string.")
     if url.startswith(("http://", "https://")):
-        raise _refuse("{param}: this server does not download images from URLs (it may have no network, and "
-                      "fetching would let callers reach private addresses). Send the image inline as a data "
-                      "URL: data:image/png;base64,...", code="image_url_not_supported")
+        raise _refuse(
+            "{param}: this server does not download images from URLs (it may have no network, and "
+            "fetching would let callers reach private addresses). Send the image inline as a data "
+            "URL: data:image/png;base64,...",
+            code="image_url_not_supported",
+        )
     header, comma, data = url.partition(",")
     if not (url.startswith("data:") and comma and header.endswith(";base64")):
         raise _refuse("{param} must be a base64 data URL such as data:image/png;base64,...")
@@ -77,8 +85,10 @@ def _data_url(url: Any) -> bytes:
 
 def _role(role: Any) -> str:
     if role not in ("system", "developer", "user", "assistant"):
-        raise _refuse(f"{{param}} {role!r} is not supported: use system, developer, user or assistant "
-                      "(tool messages are not supported).")
+        raise _refuse(
+            f"{{param}} {role!r} is not supported: use system, developer, user or assistant "
+            "(tool messages are not supported)."
+        )
     return "system" if role == "developer" else role
 
 
@@ -143,9 +153,12 @@ class Message(_Model):
         return self
 
     def turn(self) -> Turn:
-        return Turn(self.role, "\n".join(p.text for p in self.content if isinstance(p, TextPart)),
-                    images=[p.image_url.url for p in self.content if isinstance(p, ImagePart)],
-                    audio=[p.input_audio.data for p in self.content if isinstance(p, AudioPart)])
+        return Turn(
+            self.role,
+            "\n".join(p.text for p in self.content if isinstance(p, TextPart)),
+            images=[p.image_url.url for p in self.content if isinstance(p, ImagePart)],
+            audio=[p.input_audio.data for p in self.content if isinstance(p, AudioPart)],
+        )
 
 
 class StreamOptions(_Model):
@@ -225,12 +238,16 @@ class ChatCompletionRequest(_Model):
             return next(v for v in values if v is not None)
 
         return GenerationConfig(
-            max_new_tokens=min(given(self.max_completion_tokens, self.max_tokens, defaults.max_new_tokens),
-                               context_length),
-            temperature=given(self.temperature, defaults.temperature), top_p=given(self.top_p, defaults.top_p),
+            max_new_tokens=min(
+                given(self.max_completion_tokens, self.max_tokens, defaults.max_new_tokens), context_length
+            ),
+            temperature=given(self.temperature, defaults.temperature),
+            top_p=given(self.top_p, defaults.top_p),
             top_k=given(self.top_k, defaults.top_k),
             repetition_penalty=given(self.repetition_penalty, defaults.repetition_penalty),
-            stop=self.stop, seed=self.seed)
+            stop=self.stop,
+            seed=self.seed,
+        )
 
 
 # ----------------------------------------------------------------------------- error messages
@@ -252,7 +269,7 @@ _SAY = {
     "list_type": "{param} must be a list, not {got}",
     "literal_error": "{param} must be {expected}, not {got}",
     "union_tag_invalid": "{param} has an unsupported type {tag!r}: use text, image_url or input_audio "
-                         "(with its fields)",
+    "(with its fields)",
     "union_tag_not_found": "{param} needs a type: text, image_url or input_audio",
 }
 

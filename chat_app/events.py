@@ -54,15 +54,24 @@ class ChatEvents:
         """(chatbot, box, conversation, conversation list, spoken audio, reply report) for one update."""
         refresh = new_id or update.done or update.list_changed
         choices = self.service.history.choices(key) if refresh else None
-        return (update.messages,
-                update.box if update.box is not None else gr.skip(),
-                update.conversation_id,
-                gr.update(choices=choices, value=update.conversation_id) if refresh else gr.skip(),
-                update.speech,
-                report_values(update.report) if update.report is not None else None)
+        return (
+            update.messages,
+            update.box if update.box is not None else gr.skip(),
+            update.conversation_id,
+            gr.update(choices=choices, value=update.conversation_id) if refresh else gr.skip(),
+            update.speech,
+            report_values(update.report) if update.report is not None else None,
+        )
 
-    def reply(self, request: gr.Request, browser_id, conversation_id, option_values: tuple,
-              turn: Callable[..., Iterator[ChatUpdate]], *asked) -> Iterator[tuple]:
+    def reply(
+        self,
+        request: gr.Request,
+        browser_id,
+        conversation_id,
+        option_values: tuple,
+        turn: Callable[..., Iterator[ChatUpdate]],
+        *asked,
+    ) -> Iterator[tuple]:
         """The one path of every reply event: `turn(key, conversation_id, *asked, options, run_key)`
         (a ChatService turn) streamed as component values."""
         key = user_key(request, browser_id)
@@ -72,53 +81,123 @@ class ChatEvents:
             yield self.outputs(update, update.conversation_id != shown_id, key)
             shown_id = update.conversation_id
 
-    def on_send(self, browser_id, conversation_id, message, model_, system_, temperature_, top_p_, max_tokens_,
-                spoken_, request: gr.Request):
+    def on_send(
+        self,
+        browser_id,
+        conversation_id,
+        message,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        request: gr.Request,
+    ):
         """Send the message box (text and files); streams (chat, box, conversation id, list, speech)."""
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
         yield from self.reply(request, browser_id, conversation_id, values, self.service.send, *box_parts(message))
 
-    def on_talk(self, browser_id, conversation_id, message, recording, model_, system_, temperature_, top_p_,
-                max_tokens_, spoken_, request: gr.Request):
+    def on_talk(
+        self,
+        browser_id,
+        conversation_id,
+        message,
+        recording,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        request: gr.Request,
+    ):
         """Push-to-talk: send the recording with whatever is in the message box."""
         if not recording:
             return
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
         first = True
-        for outputs in self.reply(request, browser_id, conversation_id, values, self.service.send,
-                                  *box_parts(message, recording)):
+        for outputs in self.reply(
+            request, browser_id, conversation_id, values, self.service.send, *box_parts(message, recording)
+        ):
             yield (*outputs, None if first else gr.skip())  # the recorder is emptied once
             first = False
 
-    def on_utterance(self, browser_id, conversation_id, message, path, model_, system_, temperature_, top_p_,
-                     max_tokens_, spoken_, request: gr.Request):
+    def on_utterance(
+        self,
+        browser_id,
+        conversation_id,
+        message,
+        path,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        request: gr.Request,
+    ):
         if not path:
             return
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
-        yield from self.reply(request, browser_id, conversation_id, values, self.service.send,
-                              *box_parts(message, path))
+        yield from self.reply(
+            request, browser_id, conversation_id, values, self.service.send, *box_parts(message, path)
+        )
 
-    def on_regenerate(self, browser_id, conversation_id, model_, system_, temperature_, top_p_, max_tokens_,
-                      spoken_, request: gr.Request):
+    def on_regenerate(
+        self,
+        browser_id,
+        conversation_id,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        request: gr.Request,
+    ):
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
         yield from self.reply(request, browser_id, conversation_id, values, self.service.regenerate)
 
-    def on_edit(self, browser_id, conversation_id, model_, system_, temperature_, top_p_, max_tokens_, spoken_,
-                edit: gr.EditData, request: gr.Request):
+    def on_edit(
+        self,
+        browser_id,
+        conversation_id,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        edit: gr.EditData,
+        request: gr.Request,
+    ):
         value = edit.value
         if isinstance(value, list):  # [{"type": "text", "text": ...}, files...]
             value = " ".join(p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text")
         index = edit.index if isinstance(edit.index, int) else edit.index[0]
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
-        yield from self.reply(request, browser_id, conversation_id, values, self.service.edit, index,
-                              str(value or ""))
+        yield from self.reply(request, browser_id, conversation_id, values, self.service.edit, index, str(value or ""))
 
-    def on_edit_api(self, browser_id, conversation_id, index, text, model_, system_, temperature_, top_p_,
-                    max_tokens_, spoken_, request: gr.Request):
+    def on_edit_api(
+        self,
+        browser_id,
+        conversation_id,
+        index,
+        text,
+        model_,
+        system_,
+        temperature_,
+        top_p_,
+        max_tokens_,
+        spoken_,
+        request: gr.Request,
+    ):
         """Edit the user message at chat position `index` and reply again (for API clients)."""
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
-        yield from self.reply(request, browser_id, conversation_id, values, self.service.edit, int(index),
-                              str(text or ""))
+        yield from self.reply(
+            request, browser_id, conversation_id, values, self.service.edit, int(index), str(text or "")
+        )
 
     # ------------------------------------------------------------------------- the light events
 
@@ -188,24 +267,37 @@ def wire_chat(events: ChatEvents, ui: Layout) -> list:
     turn = [ui.browser, ui.conversation]
     replies = [
         ui.box.submit(events.on_send, [*turn, ui.box, *options], targets, api_name="send", **reply),
-        ui.talk.stop_recording(events.on_talk, [*turn, ui.box, ui.talk, *options], [*targets, ui.talk],
-                               api_name="talk", **reply),
+        ui.talk.stop_recording(
+            events.on_talk, [*turn, ui.box, ui.talk, *options], [*targets, ui.talk], api_name="talk", **reply
+        ),
         ui.regenerate_button.click(events.on_regenerate, [*turn, *options], targets, api_name="regenerate", **reply),
         ui.chatbot.retry(events.on_regenerate, [*turn, *options], targets, api_visibility="undocumented", **reply),
         ui.chatbot.edit(events.on_edit, [*turn, *options], targets, api_visibility="undocumented", **reply),
     ]
     gr.on([], events.on_edit_api, [*turn, ui.edit_index, ui.edit_text, *options], targets, api_name="edit", **reply)
-    ui.handsfree.change(lambda on: gr.update(visible=bool(on)), ui.handsfree, ui.live_mic, api_visibility="private",
-                        **LIGHT)
-    ui.spoken.change(lambda on: gr.update(visible=bool(on)), ui.spoken, ui.spoken_out, api_visibility="private",
-                     **LIGHT)
+    ui.handsfree.change(
+        lambda on: gr.update(visible=bool(on)), ui.handsfree, ui.live_mic, api_visibility="private", **LIGHT
+    )
+    ui.spoken.change(
+        lambda on: gr.update(visible=bool(on)), ui.spoken, ui.spoken_out, api_visibility="private", **LIGHT
+    )
     # `input`, not `change`: opening a conversation sets the model and its stored settings
     ui.model.input(events.on_model, ui.model, [ui.temperature, ui.top_p], api_visibility="private", **LIGHT)
-    ui.live_mic.stream(events.on_chunk, [ui.live_mic, ui.listener, ui.mute], [ui.listener, ui.utterance],
-                       stream_every=0.5, time_limit=3600, api_visibility="private", concurrency_limit=None,
-                       show_progress="hidden")
-    replies.append(ui.utterance.change(events.on_utterance, [*turn, ui.box, ui.utterance, *options], targets,
-                                       api_visibility="private", **reply))
+    ui.live_mic.stream(
+        events.on_chunk,
+        [ui.live_mic, ui.listener, ui.mute],
+        [ui.listener, ui.utterance],
+        stream_every=0.5,
+        time_limit=3600,
+        api_visibility="private",
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    replies.append(
+        ui.utterance.change(
+            events.on_utterance, [*turn, ui.box, ui.utterance, *options], targets, api_visibility="private", **reply
+        )
+    )
     _wire_light(events, ui, replies)
     return replies
 
@@ -218,12 +310,18 @@ def _wire_light(events: ChatEvents, ui: Layout, replies: list) -> None:
     ui.undo_button.click(events.on_undo, turn, [ui.chatbot, ui.box], api_name="undo", **LIGHT)
     ui.chatbot.undo(events.on_undo, turn, [ui.chatbot, ui.box], api_visibility="undocumented", **LIGHT)
     ui.chatbot.like(events.on_like, turn, None, api_visibility="undocumented", **LIGHT)
-    gr.on([], events.on_feedback_api, [*turn, ui.edit_index, ui.feedback_value], ui.feedback_done,
-          api_name="feedback", **LIGHT)
+    gr.on(
+        [],
+        events.on_feedback_api,
+        [*turn, ui.edit_index, ui.feedback_value],
+        ui.feedback_done,
+        api_name="feedback",
+        **LIGHT,
+    )
     ui.chatbot.select(events.on_select, turn, report, api_visibility="undocumented", **LIGHT)
     for event in replies:
-        event.then(events.on_reply_report, [*turn, ui.reply_report], report, api_visibility="undocumented",
-                   **LIGHT)
+        event.then(events.on_reply_report, [*turn, ui.reply_report], report, api_visibility="undocumented", **LIGHT)
     gr.on([], events.on_report, turn, report, api_name="report", **LIGHT)
-    ui.camera.input(events.on_snapshot, [ui.camera, ui.box], [ui.box, ui.camera], api_visibility="undocumented",
-                    **LIGHT)
+    ui.camera.input(
+        events.on_snapshot, [ui.camera, ui.box], [ui.box, ui.camera], api_visibility="undocumented", **LIGHT
+    )

@@ -60,8 +60,9 @@ class FilesRefused(Rejected):
 class ChatService:
     """Turns (send, regenerate, edit, undo, stop, feedback) over one store and some backends."""
 
-    def __init__(self, store: ConversationStore, backends: Mapping[str, object], settings: Settings,
-                 speech: Speech | None = None) -> None:
+    def __init__(
+        self, store: ConversationStore, backends: Mapping[str, object], settings: Settings, speech: Speech | None = None
+    ) -> None:
         if not backends:
             raise ValueError("ChatService needs at least one backend")
         self.store = store
@@ -84,8 +85,9 @@ class ChatService:
         try:
             return self.backends[name]
         except KeyError:
-            raise Rejected(f"There is no model called {name!r} here; choose one of "
-                           f"{', '.join(self.backends)}.") from None
+            raise Rejected(
+                f"There is no model called {name!r} here; choose one of {', '.join(self.backends)}."
+            ) from None
 
     def default_options(self, model: str | None = None) -> Options:
         """The settings panel's start for `model` (default: the first): the app's settings, with
@@ -93,8 +95,14 @@ class ChatService:
         s = self.settings
         name = model if model in self.backends else next(iter(self.backends))
         own = self.backends[name].sampling or FALLBACK_SAMPLING
-        return Options(name, s.system_prompt, own.temperature if s.temperature is None else s.temperature,
-                       own.top_p if s.top_p is None else s.top_p, s.max_new_tokens, s.spoken_replies)
+        return Options(
+            name,
+            s.system_prompt,
+            own.temperature if s.temperature is None else s.temperature,
+            own.top_p if s.top_p is None else s.top_p,
+            s.max_new_tokens,
+            s.spoken_replies,
+        )
 
     def _load(self, user_key: str, conversation_id: str | None) -> tuple[Message, ...] | None:
         """The stored conversation's messages (None for none or one not found): a turn's one load."""
@@ -116,11 +124,18 @@ class ChatService:
         """What the model saw and heard for the reply at chat index `index` (default: the last)."""
         return turn_report(self._load(user_key, conversation_id) or (), index, self.views, user_key)
 
-    def _rejected(self, user_key: str, conversation_id: str | None, messages, message: str,
-                  box: dict | None = None) -> ChatUpdate:
+    def _rejected(
+        self, user_key: str, conversation_id: str | None, messages, message: str, box: dict | None = None
+    ) -> ChatUpdate:
         """The last update of a refused turn: the stored chat (unchanged), then the notice."""
-        return ChatUpdate(conversation_id, self._chat(user_key, messages) + [notice(message)], box=box,
-                          notice=message, done=True, report=turn_report(messages or (), None, self.views, user_key))
+        return ChatUpdate(
+            conversation_id,
+            self._chat(user_key, messages) + [notice(message)],
+            box=box,
+            notice=message,
+            done=True,
+            report=turn_report(messages or (), None, self.views, user_key),
+        )
 
     # ------------------------------------------------------------------------- checks
 
@@ -129,13 +144,16 @@ class ChatService:
             raise Rejected("Nothing to send: type a message, or attach a picture or a sound.")
         limit = self.settings.max_message_chars
         if len(text) > limit:
-            raise Rejected(f"That message is {len(text):,} characters long; the limit is {limit:,}. "
-                           "Shorten it or send it in parts.")
+            raise Rejected(
+                f"That message is {len(text):,} characters long; the limit is {limit:,}. "
+                "Shorten it or send it in parts."
+            )
 
     def _check_files(self, text: str, files: list[str]) -> list[Attachment]:
         if len(files) > self.settings.max_files_per_turn:
-            raise Rejected(f"That is {len(files)} files; one message may carry at most "
-                           f"{self.settings.max_files_per_turn}.")
+            raise Rejected(
+                f"That is {len(files)} files; one message may carry at most {self.settings.max_files_per_turn}."
+            )
         checked, problems = [], []
         for path in files:
             try:
@@ -151,8 +169,9 @@ class ChatService:
         if "image" in kinds and not backend.capabilities.images:
             raise Rejected(f"The model {backend.name} cannot see pictures; choose another model or send text.")
         if "audio" in kinds and not backend.capabilities.audio and self.speech.asr_problem:
-            raise Rejected(f"The model {backend.name} cannot hear sound and speech recognition is off "
-                           f"({self.speech.asr_problem}).")
+            raise Rejected(
+                f"The model {backend.name} cannot hear sound and speech recognition is off ({self.speech.asr_problem})."
+            )
 
     def _check_reply(self, user_key: str, options: Options, attachments: list[Attachment] = ()):
         """The model (can it take these attachments?), the settings and the guest limit; returns the backend."""
@@ -175,8 +194,9 @@ class ChatService:
 
     # ------------------------------------------------------------------------- turns
 
-    def send(self, user_key: str, conversation_id: str | None, text: str, files: list, options: Options,
-             run_key: str) -> Iterator[ChatUpdate]:
+    def send(
+        self, user_key: str, conversation_id: str | None, text: str, files: list, options: Options, run_key: str
+    ) -> Iterator[ChatUpdate]:
         """A new user message (text and/or files) and the reply to it."""
         text, files = text or "", [str(f) for f in (files or [])]
         messages = self._load(user_key, conversation_id)
@@ -191,8 +211,12 @@ class ChatService:
             return
         restore = {"text": text, "files": files}
         shown = [file_part(Path(f), a.mime) for f, a in zip(files, attachments, strict=True)]
-        pending = {"role": "user", "content": shown + ([text_part(safe_markdown(text))] if text else [])
-                   + ([text_part("🎤 *…listening…*")] if any(a.kind == "audio" for a in attachments) else [])}
+        pending = {
+            "role": "user",
+            "content": shown
+            + ([text_part(safe_markdown(text))] if text else [])
+            + ([text_part("🎤 *…listening…*")] if any(a.kind == "audio" for a in attachments) else []),
+        }
         yield ChatUpdate(conversation_id, history + [pending, live_reply("")], box=EMPTY_BOX)
         try:
             transcript, warnings = self._transcribe(attachments)
@@ -204,20 +228,39 @@ class ChatService:
         created = False
         try:
             if conversation_id is None:
-                conversation_id = self.store.create_conversation(user_key, model=backend.name,
-                                                                 settings=options.stored()).id
+                conversation_id = self.store.create_conversation(
+                    user_key, model=backend.name, settings=options.stored()
+                ).id
                 created, messages = True, ()
-            message = self.store.append_message(user_key, conversation_id, "user", text, transcript=transcript,
-                                                attachments=[a.as_store_tuple() for a in attachments])
+            message = self.store.append_message(
+                user_key,
+                conversation_id,
+                "user",
+                text,
+                transcript=transcript,
+                attachments=[a.as_store_tuple() for a in attachments],
+            )
         except StoreError as error:
             if created:
                 self.store.delete_conversation(user_key, conversation_id)
-            yield self._rejected(user_key, None if created else conversation_id, None if created else messages,
-                                 str(error), box=restore)
+            yield self._rejected(
+                user_key, None if created else conversation_id, None if created else messages, str(error), box=restore
+            )
             return
-        yield from self.replier.stream(ReplyTurn(user_key, conversation_id, options, run_key, messages + (message,),
-                                                 rollback=message.id, restore=restore, created=created,
-                                                 warnings=warnings), backend)
+        yield from self.replier.stream(
+            ReplyTurn(
+                user_key,
+                conversation_id,
+                options,
+                run_key,
+                messages + (message,),
+                rollback=message.id,
+                restore=restore,
+                created=created,
+                warnings=warnings,
+            ),
+            backend,
+        )
 
     def _transcribe(self, attachments: list[Attachment]) -> tuple[str | None, tuple[str, ...]]:
         """What was heard in the recordings (None: nothing), and warnings. Raises InputError."""
@@ -230,8 +273,9 @@ class ChatService:
                     transcript = heard if transcript is None else f"{transcript} {heard}"
         return transcript, warnings
 
-    def regenerate(self, user_key: str, conversation_id: str | None, options: Options,
-                   run_key: str) -> Iterator[ChatUpdate]:
+    def regenerate(
+        self, user_key: str, conversation_id: str | None, options: Options, run_key: str
+    ) -> Iterator[ChatUpdate]:
         """Replace the reply to the last user message with a new one."""
         messages = self._load(user_key, conversation_id) or ()
         last_user = next((m for m in reversed(messages) if m.role == "user"), None)
@@ -246,8 +290,9 @@ class ChatService:
         yield ChatUpdate(conversation_id, self._chat(user_key, messages) + [live_reply("")])
         yield from self.replier.stream(ReplyTurn(user_key, conversation_id, options, run_key, messages), backend)
 
-    def edit(self, user_key: str, conversation_id: str | None, index: int, text: str, options: Options,
-             run_key: str) -> Iterator[ChatUpdate]:
+    def edit(
+        self, user_key: str, conversation_id: str | None, index: int, text: str, options: Options, run_key: str
+    ) -> Iterator[ChatUpdate]:
         """Replace the user message at chat index `index` with `text` (same attachments), drop
         everything after it and reply again."""
         messages = self._load(user_key, conversation_id)
@@ -264,12 +309,14 @@ class ChatService:
             yield self._rejected(user_key, conversation_id, messages, str(error))
             return
         messages = self._truncate(user_key, messages, original.id, keep=False)
-        message = self.store.append_message(user_key, conversation_id, "user", text or "",
-                                            transcript=original.transcript, attachments=kept)
+        message = self.store.append_message(
+            user_key, conversation_id, "user", text or "", transcript=original.transcript, attachments=kept
+        )
         messages += (message,)
         yield ChatUpdate(conversation_id, self._chat(user_key, messages) + [live_reply("")])
-        yield from self.replier.stream(ReplyTurn(user_key, conversation_id, options, run_key, messages,
-                                                 rollback=message.id), backend)
+        yield from self.replier.stream(
+            ReplyTurn(user_key, conversation_id, options, run_key, messages, rollback=message.id), backend
+        )
 
     def undo(self, user_key: str, conversation_id: str | None) -> tuple[list[dict], dict | None]:
         """Remove the last user message and its reply; returns (chat, the message put back in
@@ -291,8 +338,9 @@ class ChatService:
         messages = self._truncate(user_key, messages, last_user.id, keep=False)
         return self._chat(user_key, messages), {"text": last_user.text, "files": files}
 
-    def _truncate(self, user_key: str, messages: tuple[Message, ...], message_id: str,
-                  keep: bool) -> tuple[Message, ...]:
+    def _truncate(
+        self, user_key: str, messages: tuple[Message, ...], message_id: str, keep: bool
+    ) -> tuple[Message, ...]:
         """Delete a message and all after it (keep=False) or only what follows it (keep=True);
         the views of media the store no longer has go too. Returns the messages left."""
         start = [m.id for m in messages].index(message_id) + (1 if keep else 0)

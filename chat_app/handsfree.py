@@ -48,8 +48,16 @@ def resample(samples: np.ndarray, rate: int, target: int = VAD_RATE) -> np.ndarr
 class Listener:
     """One browser's live microphone, cut into utterances."""
 
-    def __init__(self, min_silence_ms: int = 700, threshold: float = 0.5, preroll_s: float = 0.4,
-                 tail_s: float = 0.3, max_turn_s: float = 60.0, idle_keep_s: float = 10.0, detector=None) -> None:
+    def __init__(
+        self,
+        min_silence_ms: int = 700,
+        threshold: float = 0.5,
+        preroll_s: float = 0.4,
+        tail_s: float = 0.3,
+        max_turn_s: float = 60.0,
+        idle_keep_s: float = 10.0,
+        detector=None,
+    ) -> None:
         if detector is None:
             from engine.speech.vad import EndOfSpeech
 
@@ -86,7 +94,7 @@ class Listener:
         audio = np.concatenate(self._chunks)
         start = max(0.0, (self.detector.speech_start_s or 0.0) - self.preroll_s)
         end = (self.detector.speech_end_s or seconds) + self.tail_s
-        utterance = audio[int(start * rate): int(end * rate)]
+        utterance = audio[int(start * rate) : int(end * rate)]
         self.reset()
         return wav_bytes(utterance, rate) if utterance.size else None
 

@@ -42,8 +42,7 @@ class History:
         self.settings = settings
 
     def choices(self, user_key: str) -> list[tuple[str, str]]:
-        return [(conversation_label(c.title), c.id)
-                for c in self.store.list_conversations(user_key, limit=LIST_LIMIT)]
+        return [(conversation_label(c.title), c.id) for c in self.store.list_conversations(user_key, limit=LIST_LIMIT)]
 
     def search(self, user_key: str, query: str) -> list[tuple[str, str]]:
         """Conversations whose messages match, best first, labelled with the best snippet."""
@@ -64,10 +63,14 @@ class History:
         last_reply = next((m for m in reversed(conversation.messages) if m.role == "assistant"), None)
         settings = dict((last_reply.settings if last_reply else None) or conversation.settings or {})
         settings.pop("report", None)
-        return Opened(conversation.id, conversation.title,
-                      render_messages(conversation.messages, self.views, user_key),
-                      feedback_values(conversation.messages), settings,
-                      (last_reply.model if last_reply else None) or conversation.model)
+        return Opened(
+            conversation.id,
+            conversation.title,
+            render_messages(conversation.messages, self.views, user_key),
+            feedback_values(conversation.messages),
+            settings,
+            (last_reply.model if last_reply else None) or conversation.model,
+        )
 
     def latest(self, user_key: str) -> Opened | None:
         """The most recently updated conversation (what a reloaded page shows)."""

@@ -49,72 +49,119 @@ def _sidebar(ui: Layout) -> None:
     with gr.Sidebar(label="Conversations", open=True, width=300, elem_id="sidebar"):
         ui.identity = gr.Markdown(elem_id="identity")
         ui.new_button = gr.Button("✚ New conversation", variant="primary", elem_id="new")
-        ui.search = gr.Textbox(placeholder="Search your conversations", show_label=False, elem_id="search",
-                               max_lines=1)
-        ui.conversations = gr.Radio(choices=[], label="Your conversations", elem_id="conversations",
-                                    show_label=False)
+        ui.search = gr.Textbox(placeholder="Search your conversations", show_label=False, elem_id="search", max_lines=1)
+        ui.conversations = gr.Radio(choices=[], label="Your conversations", elem_id="conversations", show_label=False)
         with gr.Accordion("Rename, delete, export, import", open=False, elem_id="manage"):
             ui.title = gr.Textbox(label="Title", max_lines=1, elem_id="title")
             ui.rename_button = gr.Button("Rename", size="sm", elem_id="rename")
             ui.delete_button = gr.Button("Delete this conversation", size="sm", variant="stop", elem_id="delete")
-            ui.confirm_delete = gr.Button("Yes, delete it for good", size="sm", variant="stop", visible=False,
-                                          elem_id="confirm-delete")
+            ui.confirm_delete = gr.Button(
+                "Yes, delete it for good", size="sm", variant="stop", visible=False, elem_id="confirm-delete"
+            )
             with gr.Row():
                 ui.export_button = gr.Button("Export this", size="sm", elem_id="export")
                 ui.export_all_button = gr.Button("Export all", size="sm", elem_id="export-all")
             ui.exported = gr.File(label="Export", visible=False, elem_id="exported")
-            ui.import_button = gr.UploadButton("Import a .zip export", file_types=[".zip"], size="sm",
-                                               elem_id="import")
+            ui.import_button = gr.UploadButton("Import a .zip export", file_types=[".zip"], size="sm", elem_id="import")
 
 
 def _chat(ui: Layout, settings: Settings) -> None:
     guest = settings.guest
     if guest:
         turns = f"{guest.turns_per_hour} message{'s' if guest.turns_per_hour != 1 else ''}"
-        gr.Markdown(f"⚠️ Shared guest session: at most {turns} an hour and "
-                    f"{min(settings.max_upload_mb, guest.max_upload_mb):g} MB per file.", elem_id="guest-banner")
+        gr.Markdown(
+            f"⚠️ Shared guest session: at most {turns} an hour and "
+            f"{min(settings.max_upload_mb, guest.max_upload_mb):g} MB per file.",
+            elem_id="guest-banner",
+        )
     ui.chatbot = gr.Chatbot(
-        elem_id="chat", show_label=False, scale=1, min_height=320, height="60vh", editable="user",
-        buttons=["copy", "copy_all"], sanitize_html=True, allow_tags=False, render_markdown=True,
-        latex_delimiters=[], feedback_options=("Like", "Dislike"), layout="bubble",
+        elem_id="chat",
+        show_label=False,
+        scale=1,
+        min_height=320,
+        height="60vh",
+        editable="user",
+        buttons=["copy", "copy_all"],
+        sanitize_html=True,
+        allow_tags=False,
+        render_markdown=True,
+        latex_delimiters=[],
+        feedback_options=("Like", "Dislike"),
+        layout="bubble",
         placeholder="**Ask anything.** Type, attach or paste pictures and sounds, take a webcam snapshot, "
-                    "or talk with the microphone.")
+        "or talk with the microphone.",
+    )
     ui.box = gr.MultimodalTextbox(
-        elem_id="box", show_label=False, file_count="multiple", sources=["upload"],
+        elem_id="box",
+        show_label=False,
+        file_count="multiple",
+        sources=["upload"],
         placeholder="Message (Enter sends, Shift+Enter for a new line); drop or paste pictures and sounds here",
-        max_plain_text_length=10 * settings.max_message_chars, submit_btn=True, stop_btn=True,
-        autofocus=True, max_lines=12)
+        max_plain_text_length=10 * settings.max_message_chars,
+        submit_btn=True,
+        stop_btn=True,
+        autofocus=True,
+        max_lines=12,
+    )
     with gr.Row(equal_height=True, elem_id="controls"):
         ui.stop_button = gr.Button("⏹ Stop", size="sm", elem_id="stop")
         ui.regenerate_button = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
         ui.undo_button = gr.Button("↶ Undo", size="sm", elem_id="undo")
         ui.clear_button = gr.Button("✚ Clear (new chat)", size="sm", elem_id="clear")
     with gr.Row(equal_height=False, elem_id="media"):
-        ui.talk = gr.Audio(sources=["microphone"], type="filepath", elem_id="talk", show_label=True,
-                           label="🎤 Push to talk: record, then stop to send", editable=False, buttons=[])
-        ui.camera = gr.Image(sources=["webcam"], type="filepath", elem_id="camera", show_label=True,
-                             label="📷 Webcam: a snapshot is attached to your message", height=200, buttons=[])
+        ui.talk = gr.Audio(
+            sources=["microphone"],
+            type="filepath",
+            elem_id="talk",
+            show_label=True,
+            label="🎤 Push to talk: record, then stop to send",
+            editable=False,
+            buttons=[],
+        )
+        ui.camera = gr.Image(
+            sources=["webcam"],
+            type="filepath",
+            elem_id="camera",
+            show_label=True,
+            label="📷 Webcam: a snapshot is attached to your message",
+            height=200,
+            buttons=[],
+        )
 
 
 def _voice(ui: Layout, defaults: Options) -> None:
-    ui.spoken_out = gr.Audio(streaming=True, autoplay=True, interactive=False, visible=defaults.spoken,
-                             label="🔊 Spoken reply", elem_id="spoken", buttons=[])
+    ui.spoken_out = gr.Audio(
+        streaming=True,
+        autoplay=True,
+        interactive=False,
+        visible=defaults.spoken,
+        label="🔊 Spoken reply",
+        elem_id="spoken",
+        buttons=[],
+    )
     with gr.Accordion("🎙 Hands-free voice", open=False, elem_id="handsfree-panel"):
         with gr.Row():
             ui.handsfree = gr.Checkbox(label="Hands-free: talk, pause, and it sends", elem_id="handsfree")
             ui.mute = gr.Checkbox(label="Mute", elem_id="mute")
-        ui.live_mic = gr.Audio(sources=["microphone"], streaming=True, visible=False, elem_id="live-mic",
-                               label="Listening (start the microphone once)")
+        ui.live_mic = gr.Audio(
+            sources=["microphone"],
+            streaming=True,
+            visible=False,
+            elem_id="live-mic",
+            label="Listening (start the microphone once)",
+        )
 
 
 def _report(ui: Layout) -> None:
     with gr.Accordion("🔎 What the model saw and heard", open=False, elem_id="report-panel"):
         ui.report_text = gr.Markdown(elem_id="report")
         with gr.Row():
-            ui.report_images = gr.Gallery(label="Images as sent", height=180, columns=4, elem_id="report-images",
-                                          buttons=[], allow_preview=True)
-            ui.report_audio = gr.Audio(label="Audio as sent", interactive=False, elem_id="report-audio",
-                                       buttons=["download"])
+            ui.report_images = gr.Gallery(
+                label="Images as sent", height=180, columns=4, elem_id="report-images", buttons=[], allow_preview=True
+            )
+            ui.report_audio = gr.Audio(
+                label="Audio as sent", interactive=False, elem_id="report-audio", buttons=["download"]
+            )
 
 
 def _settings(ui: Layout, models: list[str], defaults: Options) -> None:
@@ -122,10 +169,13 @@ def _settings(ui: Layout, models: list[str], defaults: Options) -> None:
         ui.model = gr.Dropdown(choices=models, value=defaults.model, label="Model", elem_id="model")
         ui.system = gr.Textbox(label="System prompt", value=defaults.system_prompt, lines=2, elem_id="system")
         with gr.Row():
-            ui.temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature",
-                                       elem_id="temperature")
+            ui.temperature = gr.Slider(
+                0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature", elem_id="temperature"
+            )
             ui.top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p", elem_id="top-p")
-            ui.max_tokens = gr.Slider(16, 4096, value=defaults.max_new_tokens, step=16, label="Max tokens",
-                                      elem_id="max-tokens")
-        ui.spoken = gr.Checkbox(value=defaults.spoken, label="Spoken replies (sentence by sentence)",
-                                elem_id="spoken-toggle")
+            ui.max_tokens = gr.Slider(
+                16, 4096, value=defaults.max_new_tokens, step=16, label="Max tokens", elem_id="max-tokens"
+            )
+        ui.spoken = gr.Checkbox(
+            value=defaults.spoken, label="Spoken replies (sentence by sentence)", elem_id="spoken-toggle"
+        )

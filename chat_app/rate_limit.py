@@ -1,7 +1,7 @@
 """How often a guest of a shared link may send: a sliding hour per key.
 
-    limiter = RateLimiter(per_hour=20)
-    limiter.check(user_key)          # raises Rejected (a sentence for people) past the limit
+limiter = RateLimiter(per_hour=20)
+limiter.check(user_key)          # raises Rejected (a sentence for people) past the limit
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class RateLimiter:
                 events.popleft()
             if len(events) >= self.per_hour:
                 wait = int(events[0] + 3600 - now) // 60 + 1
-                raise Rejected(f"Guests of this shared link may send {self.per_hour} "
-                               f"message{'s' if self.per_hour != 1 else ''} an hour; "
-                               f"try again in {wait} minute{'s' if wait != 1 else ''}.")
+                raise Rejected(
+                    f"Guests of this shared link may send {self.per_hour} "
+                    f"message{'s' if self.per_hour != 1 else ''} an hour; "
+                    f"try again in {wait} minute{'s' if wait != 1 else ''}."
+                )
             events.append(now)

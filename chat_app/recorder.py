@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 class ReplyRecorder:
     """Begin, checkpoint and finish one reply in the store."""
 
-    def __init__(self, store: ConversationStore, user_key: str, conversation_id: str, model: str,
-                 settings: dict, warnings: tuple[str, ...] = (), every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        user_key: str,
+        conversation_id: str,
+        model: str,
+        settings: dict,
+        warnings: tuple[str, ...] = (),
+        every_s: float = 1.0,
+    ) -> None:
         self.store, self.user_key, self.conversation_id = store, user_key, conversation_id
         self.model, self.settings, self.warnings, self.every_s = model, settings, warnings, every_s
         self.message_id: str | None = None
@@ -40,13 +48,17 @@ class ReplyRecorder:
         """Store the reply's row (status "streaming") with the report of what the model saw."""
         if self.begun:
             return
-        report = {"observations": list(info.observations), "prompt_tokens": info.prompt_tokens,
-                  "dropped_turns": info.dropped_turns,
-                  "first_token_ms": round((info.time_to_first_token_s or 0.0) * 1000, 1)}
+        report = {
+            "observations": list(info.observations),
+            "prompt_tokens": info.prompt_tokens,
+            "dropped_turns": info.dropped_turns,
+            "first_token_ms": round((info.time_to_first_token_s or 0.0) * 1000, 1),
+        }
         if self.warnings:
             report["warnings"] = list(self.warnings)
-        self.message_id = self.store.begin_reply(self.user_key, self.conversation_id, model=self.model,
-                                                 settings=dict(self.settings, report=report))
+        self.message_id = self.store.begin_reply(
+            self.user_key, self.conversation_id, model=self.model, settings=dict(self.settings, report=report)
+        )
 
     def checkpoint(self, text: str, now: float | None = None) -> None:
         """Save the text shown so far, if `every_s` has passed since the last save."""
@@ -63,9 +75,13 @@ class ReplyRecorder:
         try:
             self.begin(info)
             return self.store.finish_reply(
-                self.user_key, self.message_id, text, status,
+                self.user_key,
+                self.message_id,
+                text,
+                status,
                 latency_ms=round(info.total_time_s * 1000, 1) if info.total_time_s else None,
-                tokens=info.new_tokens)
+                tokens=info.new_tokens,
+            )
         except StoreError:
             log.exception("could not store the end of a reply")
             return None

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chat_app.store import Attachment, Message, MediaRemoved, NotFound
+from chat_app.store import Attachment, MediaRemoved, Message, NotFound
 from chat_app.uploads import EXTENSIONS
 
 _CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.S)
@@ -94,8 +94,11 @@ class MediaViews:
 
     def sweep(self) -> int:
         """Remove every view whose media is gone (at start-up); returns how many."""
-        gone = {view.name.split(".")[0] for view in self.root.iterdir()
-                if not view.name.startswith(".") and not self.store.blobs.exists(view.name.split(".")[0])}
+        gone = {
+            view.name.split(".")[0]
+            for view in self.root.iterdir()
+            if not view.name.startswith(".") and not self.store.blobs.exists(view.name.split(".")[0])
+        }
         self.forget(gone)
         return len(gone)
 
@@ -157,13 +160,11 @@ class TurnReport:
 
 
 def _settings_line(settings: dict) -> str:
-    names = (("temperature", "temperature"), ("top_p", "top-p"), ("max_new_tokens", "max tokens"),
-             ("seed", "seed"))
+    names = (("temperature", "temperature"), ("top_p", "top-p"), ("max_new_tokens", "max tokens"), ("seed", "seed"))
     return ", ".join(f"{label} {settings[key]}" for key, label in names if settings.get(key) is not None)
 
 
-def turn_report(messages: tuple[Message, ...], index: int | None, views: MediaViews,
-                user_key: str) -> TurnReport:
+def turn_report(messages: tuple[Message, ...], index: int | None, views: MediaViews, user_key: str) -> TurnReport:
     """The report for the reply at `index` (the latest reply when None or not a reply)."""
     replies = [i for i, m in enumerate(messages) if m.role == "assistant"]
     if not replies:
@@ -189,16 +190,25 @@ def turn_report(messages: tuple[Message, ...], index: int | None, views: MediaVi
             shown = question.text if len(question.text) <= 300 else question.text[:300] + "…"
             lines.append(f"- **Text**: {plain(shown)}")
         lines.append(f"- **Images**: {len(images)} · **audio clips**: {len(audio)}")
-        lines.append("- **Transcript**: " + (f"“{plain(question.transcript)}”" if question.transcript
-                                             else ("*none (no speech recognition)*" if audio else "—")))
+        lines.append(
+            "- **Transcript**: "
+            + (
+                f"“{plain(question.transcript)}”"
+                if question.transcript
+                else ("*none (no speech recognition)*" if audio else "—")
+            )
+        )
     if report.get("warnings"):
         lines.append("- **Recording**: " + " ".join(plain(w) for w in report["warnings"]))
     observations = report.get("observations") or []
     lines.append("- **Observations**: " + ("; ".join(plain(o) for o in observations) if observations else "—"))
     lines.append(f"- **Model**: `{reply.model or '?'}`")
     system_prompt = settings.get("system_prompt")
-    lines.append("- **Settings**: " + (_settings_line(settings) or "—")
-                 + (f"; system prompt “{plain(system_prompt[:200])}”" if system_prompt else ""))
+    lines.append(
+        "- **Settings**: "
+        + (_settings_line(settings) or "—")
+        + (f"; system prompt “{plain(system_prompt[:200])}”" if system_prompt else "")
+    )
     first = report.get("first_token_ms")
     total, tokens = reply.latency_ms, reply.tokens
     timing = []
@@ -214,8 +224,10 @@ def turn_report(messages: tuple[Message, ...], index: int | None, views: MediaVi
     prompt_tokens = report.get("prompt_tokens")
     if prompt_tokens is not None:
         dropped = report.get("dropped_turns") or 0
-        lines.append(f"- **Prompt**: {prompt_tokens} tokens"
-                     + (f"; {dropped} oldest turn(s) left out to fit the context" if dropped else ""))
+        lines.append(
+            f"- **Prompt**: {prompt_tokens} tokens"
+            + (f"; {dropped} oldest turn(s) left out to fit the context" if dropped else "")
+        )
     return TurnReport("\n".join(lines), images, audio)
 
 

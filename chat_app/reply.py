@@ -58,8 +58,9 @@ class _Progress:
     sounds: list[bytes] = field(default_factory=list)  # spoken sentences not yet sent
 
 
-def engine_conversation(store: ConversationStore, user_key: str, messages, system_prompt: str,
-                        backend) -> EngineConversation:
+def engine_conversation(
+    store: ConversationStore, user_key: str, messages, system_prompt: str, backend
+) -> EngineConversation:
     """Stored messages → the engine's Conversation (media as paths to the stored files)."""
     takes_images, takes_audio = backend.capabilities.images, backend.capabilities.audio
     transcript_as_text = not (takes_audio and backend.capabilities.transcribes_audio)
@@ -94,11 +95,19 @@ class Replier:
     def stream(self, turn: ReplyTurn, backend) -> Iterator[ChatUpdate]:
         """The reply's updates; the last one has done=True, the final chat and its report."""
         config = turn.options.generation()
-        conversation = engine_conversation(self.store, turn.user_key, turn.messages, turn.options.system_prompt,
-                                           backend)
+        conversation = engine_conversation(
+            self.store, turn.user_key, turn.messages, turn.options.system_prompt, backend
+        )
         run, info, progress = self.runs.start(turn.run_key), ReplyInfo(), _Progress()
-        recorder = ReplyRecorder(self.store, turn.user_key, turn.conversation_id, backend.name,
-                                 turn.options.stored(), turn.warnings, self.settings.checkpoint_every_s)
+        recorder = ReplyRecorder(
+            self.store,
+            turn.user_key,
+            turn.conversation_id,
+            backend.name,
+            turn.options.stored(),
+            turn.warnings,
+            self.settings.checkpoint_every_s,
+        )
         pieces = backend.stream(conversation, config, cancel=run.cancel, info=info)
         history = render_messages(turn.messages, self.views, turn.user_key)
         try:
@@ -113,14 +122,23 @@ class Replier:
             run.shown = progress.text  # the final update shows all of it
         except Exception as error:  # noqa: BLE001 - any failure of the model ends the reply, not the app
             log.exception("reply failed")
-            progress.problem = (f"The model failed: {error}" if str(error)
-                                else f"The model failed ({type(error).__name__}).")
+            progress.problem = (
+                f"The model failed: {error}" if str(error) else f"The model failed ({type(error).__name__})."
+            )
             run.shown = progress.text
         message = self._finish(run, recorder, progress, info)
         yield from self._ending(turn, progress, message)
 
-    def _pieces(self, turn: ReplyTurn, pieces, run: Run, info: ReplyInfo, recorder: ReplyRecorder,
-                progress: _Progress, history: list[dict]) -> Iterator[ChatUpdate]:
+    def _pieces(
+        self,
+        turn: ReplyTurn,
+        pieces,
+        run: Run,
+        info: ReplyInfo,
+        recorder: ReplyRecorder,
+        progress: _Progress,
+        history: list[dict],
+    ) -> Iterator[ChatUpdate]:
         """Stream the pieces: updates at most every FRAME_S (and with each sentence's sound),
         checkpoints, and the status the reply ended with."""
         speaker = sentence_speaker(self.speech) if turn.options.spoken else None
@@ -136,8 +154,11 @@ class Replier:
                 now = time.monotonic()
                 if progress.sounds or now - last_frame >= FRAME_S:
                     run.shown, last_frame = progress.text, now
-                    yield ChatUpdate(turn.conversation_id, history + [live_reply(progress.text)],
-                                     speech=progress.sounds.pop(0) if progress.sounds else None)
+                    yield ChatUpdate(
+                        turn.conversation_id,
+                        history + [live_reply(progress.text)],
+                        speech=progress.sounds.pop(0) if progress.sounds else None,
+                    )
                 recorder.checkpoint(run.shown, now)
             if run.cancel.is_set() or info.finish_reason == "cancelled":
                 progress.status = "interrupted"
@@ -164,7 +185,7 @@ class Replier:
         if progress.status == "rejected":
             if turn.rollback:
                 self.store.delete_from(turn.user_key, turn.rollback)
-                messages = messages[:[m.id for m in messages].index(turn.rollback)]
+                messages = messages[: [m.id for m in messages].index(turn.rollback)]
             if turn.created:
                 self.store.delete_conversation(turn.user_key, conversation_id)
                 conversation_id, messages = None, ()
@@ -181,9 +202,16 @@ class Replier:
         sounds = progress.sounds
         for wav in sounds[:-1]:
             yield ChatUpdate(conversation_id, chat, speech=wav)
-        yield ChatUpdate(conversation_id, chat, box=box, speech=sounds[-1] if sounds else None,
-                         notice=progress.problem, done=True, list_changed=True,
-                         report=turn_report(messages, None, self.views, turn.user_key))
+        yield ChatUpdate(
+            conversation_id,
+            chat,
+            box=box,
+            speech=sounds[-1] if sounds else None,
+            notice=progress.problem,
+            done=True,
+            list_changed=True,
+            report=turn_report(messages, None, self.views, turn.user_key),
+        )
 
     def _reload(self, user_key: str, conversation_id: str) -> tuple[Message, ...]:
         try:

@@ -1,9 +1,9 @@
 """The replies being generated, per browser session, so that stop can end them.
 
-    runs = Runs()
-    run = runs.start(session)        # run.cancel is the engine's cancel event
-    runs.stop(session)               # from another thread: waits until the reply is stored
-    runs.end(run)                    # the reply's own code, once its end is stored
+runs = Runs()
+run = runs.start(session)        # run.cancel is the engine's cancel event
+runs.stop(session)               # from another thread: waits until the reply is stored
+runs.end(run)                    # the reply's own code, once its end is stored
 """
 
 from __future__ import annotations

@@ -29,30 +29,61 @@ SHARE_TIMEOUT_S = 60
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help=f"database and media (default: {default_data_dir()})")
-    parser.add_argument("--model", action="append", default=None, metavar="MODEL",
-                        help="a checkpoint folder, or any spec engine.backends.load_backend takes (default: "
-                             "the built-in model); repeat to offer several in the settings panel")
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR", help=f"database and media (default: {default_data_dir()})"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="a checkpoint folder, or any spec engine.backends.load_backend takes (default: "
+        "the built-in model); repeat to offer several in the settings panel",
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
     parser.add_argument("--share", action="store_true", help="also make a temporary public Gradio link")
-    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
-                        help="require a login (repeatable); each user sees only their own conversations")
+    parser.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="require a login (repeatable); each user sees only their own conversations",
+    )
     parser.add_argument("--auth-file", default=None, metavar="FILE", help="logins, one user:password a line")
-    parser.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB",
-                        help="largest file a message may carry (default 50)")
-    parser.add_argument("--concurrency", type=int, default=2, metavar="N",
-                        help="replies generated at once; the others wait in the queue (default 2)")
-    parser.add_argument("--guest-turns-per-hour", type=int, default=30, metavar="N",
-                        help="messages per hour per visitor of a --share link without --auth (default 30)")
-    parser.add_argument("--guest-max-upload-mb", type=float, default=8.0, metavar="MB",
-                        help="largest file for visitors of a --share link without --auth (default 8)")
-    parser.add_argument("--no-api", action="store_true",
-                        help="do not serve the OpenAI-compatible /v1 API beside the app (it is never served "
-                             "to guests of a --share link without --auth)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest file a message may carry (default 50)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        metavar="N",
+        help="replies generated at once; the others wait in the queue (default 2)",
+    )
+    parser.add_argument(
+        "--guest-turns-per-hour",
+        type=int,
+        default=30,
+        metavar="N",
+        help="messages per hour per visitor of a --share link without --auth (default 30)",
+    )
+    parser.add_argument(
+        "--guest-max-upload-mb",
+        type=float,
+        default=8.0,
+        metavar="MB",
+        help="largest file for visitors of a --share link without --auth (default 8)",
+    )
+    parser.add_argument(
+        "--no-api",
+        action="store_true",
+        help="do not serve the OpenAI-compatible /v1 API beside the app (it is never served "
+        "to guests of a --share link without --auth)",
+    )
     parser.add_argument("--system-prompt", default="", metavar="TEXT", help="the settings panel's default")
-    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
-                        help="the settings panel's default (256)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, metavar="N", help="the settings panel's default (256)"
+    )
 
 
 def _fail(message: str) -> int:
@@ -68,9 +99,13 @@ def _open_share_link(demo) -> None:
 
     def attempt() -> None:
         try:
-            result["url"] = networking.setup_tunnel(local_host=demo.server_name, local_port=demo.server_port,
-                                                    share_token=demo.share_token, share_server_address=None,
-                                                    share_server_tls_certificate=None)
+            result["url"] = networking.setup_tunnel(
+                local_host=demo.server_name,
+                local_port=demo.server_port,
+                share_token=demo.share_token,
+                share_server_address=None,
+                share_server_tls_certificate=None,
+            )
         except Exception as error:  # noqa: BLE001 - offline, blocked binary, refused: all the same to people
             result["error"] = error
 
@@ -90,8 +125,7 @@ def _open_share_link(demo) -> None:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if error.__cause__ is not None:
             reason += f" {type(error.__cause__).__name__}: {str(error.__cause__).strip()[:100]}"
-    print(f"Share link unavailable ({reason[:160]}); the app is only served locally at {demo.local_url}",
-          flush=True)
+    print(f"Share link unavailable ({reason[:160]}); the app is only served locally at {demo.local_url}", flush=True)
 
 
 def _mount_api(demo, backends: dict, logins: list[tuple[str, str]]) -> None:
@@ -134,9 +168,15 @@ def run(args: argparse.Namespace) -> int:
     if args.share and not logins:
         guest = GuestLimits(turns_per_hour=args.guest_turns_per_hour, max_upload_mb=args.guest_max_upload_mb)
     try:
-        settings = Settings(data_dir=args.data_dir or default_data_dir(), max_upload_mb=args.max_upload_mb,
-                            concurrency=args.concurrency, guest=guest, auth=bool(logins),
-                            system_prompt=args.system_prompt, max_new_tokens=args.max_new_tokens)
+        settings = Settings(
+            data_dir=args.data_dir or default_data_dir(),
+            max_upload_mb=args.max_upload_mb,
+            concurrency=args.concurrency,
+            guest=guest,
+            auth=bool(logins),
+            system_prompt=args.system_prompt,
+            max_new_tokens=args.max_new_tokens,
+        )
     except ValueError as error:
         return _fail(str(error))
 
@@ -166,9 +206,16 @@ def run(args: argparse.Namespace) -> int:
     demo = build_app(backends, store, settings)
     demo.queue(**queue_options(settings))
     try:
-        demo.launch(server_name=args.host, server_port=args.port, auth=logins or None,
-                    auth_message="Log in to see your conversations." if logins else None,
-                    prevent_thread_lock=True, share=False, quiet=True, **launch_options(settings))
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            auth=logins or None,
+            auth_message="Log in to see your conversations." if logins else None,
+            prevent_thread_lock=True,
+            share=False,
+            quiet=True,
+            **launch_options(settings),
+        )
     except OSError as error:
         store.close()
         reason = str(error).split(". ")[0].rstrip(".")
@@ -180,9 +227,12 @@ def run(args: argparse.Namespace) -> int:
     if args.share:
         if not logins:
             turns = f"{guest.turns_per_hour} message{'s' if guest.turns_per_hour != 1 else ''}"
-            print(f"Warning: --share without --auth: anyone with the link can use this app (guest limits: "
-                  f"{turns} an hour, {min(guest.max_upload_mb, args.max_upload_mb):g} MB per file). "
-                  "Add --auth USER:PASSWORD to require a login.", flush=True)
+            print(
+                f"Warning: --share without --auth: anyone with the link can use this app (guest limits: "
+                f"{turns} an hour, {min(guest.max_upload_mb, args.max_upload_mb):g} MB per file). "
+                "Add --auth USER:PASSWORD to require a login.",
+                flush=True,
+            )
         _open_share_link(demo)
     signal.signal(signal.SIGTERM, _interrupt)
     try:

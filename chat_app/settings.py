@@ -128,8 +128,11 @@ def parse_auth(pairs: list[str], auth_file: str | os.PathLike | None = None) -> 
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as error:
             raise ValueError(f"Cannot read the auth file {path}: {error.strerror or error}.") from None
-        entries += [(line.strip(), f"{path.name} line {number}") for number, line in enumerate(lines, 1)
-                    if line.strip() and not line.strip().startswith("#")]
+        entries += [
+            (line.strip(), f"{path.name} line {number}")
+            for number, line in enumerate(lines, 1)
+            if line.strip() and not line.strip().startswith("#")
+        ]
     users: dict[str, str] = {}
     for entry, where in entries:
         user, colon, password = entry.partition(":")

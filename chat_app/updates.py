@@ -25,8 +25,12 @@ class Options:
 
     def generation(self) -> GenerationConfig:
         try:
-            return GenerationConfig(max_new_tokens=int(self.max_new_tokens), temperature=float(self.temperature),
-                                    top_p=float(self.top_p), seed=self.seed)
+            return GenerationConfig(
+                max_new_tokens=int(self.max_new_tokens),
+                temperature=float(self.temperature),
+                top_p=float(self.top_p),
+                seed=self.seed,
+            )
         except (TypeError, ValueError) as error:
             raise Rejected(f"Invalid settings: {error}") from None
         except InputError as error:

@@ -21,10 +21,23 @@ from engine.types import ImageError
 
 IMAGE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or HEIC"
 AUDIO_FORMATS = "WAV, FLAC, MP3, OGG/Opus or WebM"
-EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
-              "image/bmp": ".bmp", "image/heic": ".heic", "image/heif": ".heif", "image/avif": ".avif",
-              "audio/wav": ".wav", "audio/flac": ".flac", "audio/ogg": ".ogg", "audio/webm": ".webm",
-              "audio/mpeg": ".mp3", "audio/aac": ".aac", "audio/mp4": ".m4a"}
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/bmp": ".bmp",
+    "image/heic": ".heic",
+    "image/heif": ".heif",
+    "image/avif": ".avif",
+    "audio/wav": ".wav",
+    "audio/flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/webm": ".webm",
+    "audio/mpeg": ".mp3",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
+}
 
 
 class Rejected(Exception):
@@ -77,8 +90,9 @@ def check_file(path: str | Path, limit_bytes: int) -> Attachment:
     if size == 0:
         raise Rejected(f"{name} is empty (0 bytes).")
     if size > limit_bytes:
-        raise Rejected(f"{name} is {human_size(size)}; files may be at most {human_size(limit_bytes)}. "
-                       "Attach a smaller file.")
+        raise Rejected(
+            f"{name} is {human_size(size)}; files may be at most {human_size(limit_bytes)}. Attach a smaller file."
+        )
     data = path.read_bytes()
     for kind in ("image", "audio"):
         try:
@@ -88,6 +102,6 @@ def check_file(path: str | Path, limit_bytes: int) -> Attachment:
         if kind == "image":
             check_image(data, name)
         return Attachment(kind, mime, data, name)
-    raise Rejected(f"{name} is not a file this app understands. Attach pictures ({IMAGE_FORMATS}) "
-                   f"or sound ({AUDIO_FORMATS}).")
-
+    raise Rejected(
+        f"{name} is not a file this app understands. Attach pictures ({IMAGE_FORMATS}) or sound ({AUDIO_FORMATS})."
+    )

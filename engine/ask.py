@@ -21,7 +21,9 @@ from engine.types import Conversation, EngineError, GenerationConfig, InputError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("message", nargs="?", default="", help="what to ask (may be empty with --image/--audio)")
     parser.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)")
-    parser.add_argument("--audio", action="append", default=[], metavar="FILE", help="attach an audio clip (repeatable)")
+    parser.add_argument(
+        "--audio", action="append", default=[], metavar="FILE", help="attach an audio clip (repeatable)"
+    )
     parser.add_argument("--system", default="", help="system prompt")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -30,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--asr-model", default=None, metavar="NAME_OR_DIR",
-                        help="speech recognition model for --audio: a faster-whisper name (downloaded, online "
-                             "only) or a CTranslate2 directory (default: the bundled Whisper tiny.en)")
+    parser.add_argument(
+        "--asr-model",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="speech recognition model for --audio: a faster-whisper name (downloaded, online "
+        "only) or a CTranslate2 directory (default: the bundled Whisper tiny.en)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -58,9 +64,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not (args.message.strip() or args.image or args.audio):
             raise InputError("Nothing to ask: give a message, --image or --audio.")
-        config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                                  stop=tuple(args.stop), seed=args.seed)
+        config = GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            stop=tuple(args.stop),
+            seed=args.seed,
+        )
         from engine.backends import load_backend  # imports torch: after the cheap checks
 
         print(f"Loading model {args.model or 'builtin'} (device {args.device})…", file=sys.stderr)
@@ -68,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
         loaded = time.perf_counter()
         transcript = _transcribe(args.audio, args.asr_model) if args.audio else None
         heard = time.perf_counter()
-        conversation = Conversation(args.system, [Turn("user", args.message, images=list(args.image),
-                                                       audio=list(args.audio))])
+        conversation = Conversation(
+            args.system, [Turn("user", args.message, images=list(args.image), audio=list(args.audio))]
+        )
         info = ReplyInfo()
         pieces = []
         for piece in backend.stream(conversation, config, info=info):

@@ -72,10 +72,12 @@ class ModelConfig:
             problems.append("ffn_hidden must be positive (or None)")
         if self.norm_eps is not None and not self.norm_eps > 0:
             problems.append("norm_eps must be positive (or None)")
-        if self.rope_scaling is not None and (len(self.rope_scaling) != 4 or min(self.rope_scaling) <= 0
-                                              or self.rope_scaling[1] >= self.rope_scaling[2]):
-            problems.append("rope_scaling must be (factor, low_freq_factor < high_freq_factor, original_max_len), "
-                            "all positive")
+        if self.rope_scaling is not None and (
+            len(self.rope_scaling) != 4 or min(self.rope_scaling) <= 0 or self.rope_scaling[1] >= self.rope_scaling[2]
+        ):
+            problems.append(
+                "rope_scaling must be (factor, low_freq_factor < high_freq_factor, original_max_len), all positive"
+            )
         if self.image_size % (2 ** len(self.image_channels)):
             problems.append("image_size must be divisible by 2 ** len(image_channels)")
         if set(self.observations) - {"ocr", "faces", "colors", "asr"}:
@@ -118,7 +120,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict, source: str = "config") -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -135,7 +137,7 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "ModelConfig":
+    def load(cls, path: Path) -> ModelConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -150,15 +152,34 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # tests: builds in milliseconds on a CPU
-    "tiny": ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=256,
-                        image_size=32, image_channels=(16, 32), n_mels=32, audio_channels=32,
-                        max_audio_tokens=16),
+    "tiny": ModelConfig(
+        vocab_size=512,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        max_seq_len=256,
+        image_size=32,
+        image_channels=(16, 32),
+        n_mels=32,
+        audio_channels=32,
+        max_audio_tokens=16,
+    ),
     # the built-in model trained on a 2-core CPU
     "small": ModelConfig(observations=("ocr", "faces", "colors", "asr")),
     # a wider model for people with a GPU
-    "base": ModelConfig(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, max_seq_len=2048,
-                        image_size=128, image_channels=(48, 96, 192, 384), n_mels=80,
-                        audio_channels=256, max_audio_tokens=128, observations=("ocr", "faces", "colors", "asr")),
+    "base": ModelConfig(
+        vocab_size=8192,
+        d_model=512,
+        n_layers=8,
+        n_heads=8,
+        max_seq_len=2048,
+        image_size=128,
+        image_channels=(48, 96, 192, 384),
+        n_mels=80,
+        audio_channels=256,
+        max_audio_tokens=128,
+        observations=("ocr", "faces", "colors", "asr"),
+    ),
 }
 
 

@@ -42,8 +42,9 @@ class KVCache(nn.Module):
 class Rotary(nn.Module):
     """Rotary position embeddings looked up by absolute position."""
 
-    def __init__(self, head_dim: int, max_len: int, theta: float,
-                 scaling: tuple[float, float, float, float] | None = None):
+    def __init__(
+        self, head_dim: int, max_len: int, theta: float, scaling: tuple[float, float, float, float] | None = None
+    ):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
         if scaling is not None:
@@ -57,8 +58,9 @@ class Rotary(nn.Module):
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 
 
-def llama3_scaled(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
-                  original_max_len: float) -> torch.Tensor:
+def llama3_scaled(
+    inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float, original_max_len: float
+) -> torch.Tensor:
     """Llama 3.1's RoPE scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
     wavelength = 2 * math.pi / inv_freq
     smooth = (original_max_len / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
@@ -99,11 +101,12 @@ class Attention(nn.Module):
         H, KV = self.n_heads, self.n_kv_heads
         qkv = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)  # (B, T, (H+2KV)D) -> (B, H+2KV, T, D)
         q, k = apply_rotary(qkv[:, : H + KV], context.cos, context.sin).split((H, KV), dim=1)
-        v = qkv[:, H + KV:]  # q: (B, H, T, D); k, v: (B, KV, T, D)
+        v = qkv[:, H + KV :]  # q: (B, H, T, D); k, v: (B, KV, T, D)
         gqa = KV != H  # each group of H // KV query heads shares one key/value head
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=gqa, dropout_p=self.dropout if self.training else 0.0
+            )
         else:
             k, v = cache.update(context.positions, k, v, context.length)  # (B, KV, length, D)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask, enable_gqa=gqa)

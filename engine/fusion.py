@@ -62,7 +62,7 @@ class Fusion(nn.Module):
         if self.mode != "concat":
             self.project_text = build_projector(d, d)  # W_t
         if self.mode == "gated":
-            self.query = nn.Parameter(torch.randn(d) * d ** -0.5)
+            self.query = nn.Parameter(torch.randn(d) * d**-0.5)
             self.gates = nn.Parameter(torch.zeros(3))  # sigmoid(0) = 0.5 per modality
             self.key = nn.Linear(d, d, bias=False)
 
@@ -73,8 +73,10 @@ class Fusion(nn.Module):
         return self._fill_slots(text, inputs, image_tokens, audio_tokens)
 
     def _splice(self, x, inputs, image_tokens, audio_tokens):
-        for kind, tokens, project in ((IMAGE, image_tokens, self.project_image),
-                                      (AUDIO, audio_tokens, self.project_audio)):
+        for kind, tokens, project in (
+            (IMAGE, image_tokens, self.project_image),
+            (AUDIO, audio_tokens, self.project_audio),
+        ):
             mask = inputs.media_kind == kind  # (B, T)
             if tokens is None or len(tokens) == 0:
                 continue

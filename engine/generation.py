@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import threading
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -22,7 +22,7 @@ from engine.fusion import ModelInputs
 from engine.model import MultimodalModel
 from engine.types import GenerationConfig
 
-_live_caches: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+_live_caches: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 def active_caches() -> int:
@@ -39,15 +39,20 @@ def prefill(model: MultimodalModel, inputs: ModelInputs, cache: torch.nn.Module)
 
 
 @torch.inference_mode()
-def decode_one_token(model: MultimodalModel, tokens: torch.Tensor, positions: torch.Tensor,
-                     cache: torch.nn.Module) -> torch.Tensor:
+def decode_one_token(
+    model: MultimodalModel, tokens: torch.Tensor, positions: torch.Tensor, cache: torch.nn.Module
+) -> torch.Tensor:
     """tokens (B,) at positions (B,) → next-token logits (B, V)."""
     return model.step(tokens[:, None], positions[:, None], cache).float()
 
 
 @torch.inference_mode()
-def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None,
-           seen: torch.Tensor | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    config: GenerationConfig,
+    generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pick one token per row from logits (B, V); `seen` (B, V) marks tokens to penalize."""
     if seen is not None and config.repetition_penalty != 1.0:
         penalized = torch.where(logits > 0, logits / config.repetition_penalty, logits * config.repetition_penalty)
@@ -73,8 +78,14 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-def generate(model: MultimodalModel, inputs: ModelInputs, config: GenerationConfig, stop_ids: set[int],
-             cancel: threading.Event | None = None, pad_id: int = 0) -> Iterator[torch.Tensor]:
+def generate(
+    model: MultimodalModel,
+    inputs: ModelInputs,
+    config: GenerationConfig,
+    stop_ids: set[int],
+    cancel: threading.Event | None = None,
+    pad_id: int = 0,
+) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, (B,), until all rows stop, hit a limit, or `cancel` is set."""
     batch = inputs.ids.shape[0]
     device = inputs.ids.device

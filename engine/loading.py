@@ -74,11 +74,14 @@ def load_sampling(directory: str | Path) -> tuple[float, float] | None:
         data = json.loads(path.read_text())
         temperature, top_p = float(data["temperature"]), float(data.get("top_p", 1.0))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-        raise CheckpointError(f"{path} is corrupt: expected {{\"temperature\": number, \"top_p\": number}} "
-                              f"({type(error).__name__}: {error}).") from None
+        raise CheckpointError(
+            f'{path} is corrupt: expected {{"temperature": number, "top_p": number}} ({type(error).__name__}: {error}).'
+        ) from None
     if not (0 <= temperature <= 2 and 0 < top_p <= 1):
-        raise CheckpointError(f"{path} asks for temperature {temperature} and top_p {top_p}: temperature must be "
-                              "between 0 and 2, top_p above 0 and at most 1.")
+        raise CheckpointError(
+            f"{path} asks for temperature {temperature} and top_p {top_p}: temperature must be "
+            "between 0 and 2, top_p above 0 and at most 1."
+        )
     return temperature, top_p
 
 
@@ -101,14 +104,16 @@ def _check_weights(path: Path, model: MultimodalModel) -> None:
     if unexpected:
         problems.append(f"unexpected tensors {', '.join(unexpected[:5])}")
     if wrong:
-        problems.append("shapes that differ from config.json: " + ", ".join(
-            f"{k} {stored[k]} vs {expected[k]}" for k in wrong[:5]))
+        problems.append(
+            "shapes that differ from config.json: " + ", ".join(f"{k} {stored[k]} vs {expected[k]}" for k in wrong[:5])
+        )
     if problems:
         raise CheckpointError(f"{path} does not match {path.parent / CONFIG_FILE}: " + "; ".join(problems) + ".")
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "auto",
-                    dtype: torch.dtype | None = None) -> tuple[MultimodalModel, ChatTokenizer]:
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None
+) -> tuple[MultimodalModel, ChatTokenizer]:
     """Load a model once, in eval mode, on its device; every problem is a CheckpointError."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -116,8 +121,10 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "auto",
     config = ModelConfig.load(directory / CONFIG_FILE)
     tokenizer = ChatTokenizer.load(directory)
     if tokenizer.vocab_size > config.vocab_size:
-        raise CheckpointError(f"{directory / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but "
-                              f"config.json allows {config.vocab_size}: they come from different models.")
+        raise CheckpointError(
+            f"{directory / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but "
+            f"config.json allows {config.vocab_size}: they come from different models."
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing: a model directory needs {WEIGHTS_FILE}.")

@@ -23,8 +23,13 @@ class LSTMDecoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.lstm = nn.LSTM(config.d_model, config.d_model, config.n_layers, batch_first=True,
-                            dropout=config.dropout if config.n_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            config.d_model,
+            config.d_model,
+            config.n_layers,
+            batch_first=True,
+            dropout=config.dropout if config.n_layers > 1 else 0.0,
+        )
 
     def new_cache(self, batch_size: int, max_len: int, device, dtype) -> LSTMCache:
         return LSTMCache(self.config, batch_size, device, dtype)

@@ -1,10 +1,10 @@
 """The built-in multimodal model: encoders → fusion → decoder → next-token logits.
 
-    model = MultimodalModel(config)
-    hidden = model(inputs)                       # full forward (training): (B, T, C)
-    cache = model.new_cache(B, max_len, device, dtype)
-    hidden = model(inputs, cache)                # prefill into the cache
-    logits = model.step(ids, positions, cache)   # one new token per row: (B, 1) -> (B, V)
+model = MultimodalModel(config)
+hidden = model(inputs)                       # full forward (training): (B, T, C)
+cache = model.new_cache(B, max_len, device, dtype)
+hidden = model(inputs, cache)                # prefill into the cache
+logits = model.step(ids, positions, cache)   # one new token per row: (B, 1) -> (B, V)
 """
 
 from __future__ import annotations

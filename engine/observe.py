@@ -32,9 +32,18 @@ COLOR_MIN_SHARE = 0.12
 
 # Named colours the model talks about, as sRGB (the scene generator uses the same names).
 COLOR_NAMES = {
-    "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (245, 220, 30), "green": (40, 170, 60),
-    "blue": (30, 80, 220), "purple": (140, 50, 170), "pink": (245, 150, 190), "brown": (130, 80, 40),
-    "black": (15, 15, 15), "white": (245, 245, 245), "gray": (128, 128, 128), "cyan": (40, 200, 220),
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (245, 220, 30),
+    "green": (40, 170, 60),
+    "blue": (30, 80, 220),
+    "purple": (140, 50, 170),
+    "pink": (245, 150, 190),
+    "brown": (130, 80, 40),
+    "black": (15, 15, 15),
+    "white": (245, 245, 245),
+    "gray": (128, 128, 128),
+    "cyan": (40, 200, 220),
 }
 _NAMES = list(COLOR_NAMES)
 _PALETTE = np.array([COLOR_NAMES[n] for n in _NAMES], dtype=np.float32)  # (K, 3)
@@ -105,7 +114,6 @@ def read_text(image: Image.Image) -> tuple[str, ...]:
 
 
 def count_faces(image: Image.Image) -> int:
-    import cv2
 
     with _lock:
         detector = _face_detector()

@@ -78,19 +78,21 @@ def _checked_source(source: MediaSource, error: type[InputError], kind: str) -> 
                 raise error(f"{name} is a folder, not a file. Choose the {kind} file inside it.")
             size = data.stat().st_size
         except FileNotFoundError:
-            raise error(f"The {kind} file {str(source)!r} does not exist. Check the path, "
-                        "or upload the file again.") from None
+            raise error(
+                f"The {kind} file {str(source)!r} does not exist. Check the path, or upload the file again."
+            ) from None
         except OSError as exc:
-            raise error(f"Could not open {name} ({exc.strerror or exc}). "
-                        "Check that the file exists and can be read.") from None
+            raise error(
+                f"Could not open {name} ({exc.strerror or exc}). Check that the file exists and can be read."
+            ) from None
     else:
-        raise error(f"Expected a file path or the file's bytes for the {kind}, "
-                    f"got {type(source).__name__}.")
+        raise error(f"Expected a file path or the file's bytes for the {kind}, got {type(source).__name__}.")
     if size == 0:
         raise error(f"{name} is empty (0 bytes). The upload may have failed; try again.")
     if size > MAX_FILE_BYTES:
-        raise error(f"{name} is {_human_size(size)}; the limit is {MAX_FILE_BYTES // 2**20} MiB "
-                    f"per file. Use a smaller {kind}.")
+        raise error(
+            f"{name} is {_human_size(size)}; the limit is {MAX_FILE_BYTES // 2**20} MiB per file. Use a smaller {kind}."
+        )
     return data
 
 
@@ -113,8 +115,10 @@ def read_image(source: MediaSource) -> Image.Image:
             # Pillow's own limit may have been lowered by the application: honour the smaller.
             limit = min(MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS)
             if width * height > limit:
-                raise ImageError(f"{name} is too large: {width}x{height} pixels "
-                                 f"({width * height / 1e6:.0f} megapixels). " + too_large)
+                raise ImageError(
+                    f"{name} is too large: {width}x{height} pixels "
+                    f"({width * height / 1e6:.0f} megapixels). " + too_large
+                )
             image.load()  # full decode inside the try: truncated files fail here
             rgb = _to_rgb(ImageOps.exif_transpose(image))
             return rgb.copy() if rgb is image else rgb  # never hand out a closed image
@@ -126,18 +130,22 @@ def read_image(source: MediaSource) -> Image.Image:
     # for processes run with `-W error`. The global warning filters are left alone:
     # warnings.catch_warnings is not thread-safe before Python 3.14.
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} is too large: its header declares a huge size (a possible "
-                         "decompression bomb). " + too_large) from None
+        raise ImageError(
+            f"{name} is too large: its header declares a huge size (a possible decompression bomb). " + too_large
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image Pillow can read ({IMAGE_FORMATS}). "
-                         "Try saving it as PNG or JPEG.") from None
+        raise ImageError(
+            f"{name} is not an image Pillow can read ({IMAGE_FORMATS}). Try saving it as PNG or JPEG."
+        ) from None
     except PermissionError:
         raise ImageError(f"{name} cannot be read: permission denied.") from None
     except MemoryError:
         raise ImageError(f"{name} is too large for the memory available. " + too_large) from None
     except Exception as exc:  # truncated data, broken headers, bad EXIF, unknown mode...
-        raise ImageError(f"{name} is damaged or incomplete and cannot be decoded ({exc}). "
-                         "Try opening and saving it again as PNG or JPEG.") from None
+        raise ImageError(
+            f"{name} is damaged or incomplete and cannot be decoded ({exc}). "
+            "Try opening and saving it again as PNG or JPEG."
+        ) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -179,7 +187,7 @@ def image_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     fill = pixels.mean(dim=(1, 2), keepdim=True)  # (3, 1, 1) mean colour
     square = fill.expand(3, size, size).clone()  # (3, size, size)
     top, left = (size - new_h) // 2, (size - new_w) // 2
-    square[:, top:top + new_h, left:left + new_w] = pixels
+    square[:, top : top + new_h, left : left + new_w] = pixels
     return TF.normalize(square, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
 
 
@@ -207,8 +215,10 @@ def read_audio(source: MediaSource, sample_rate: int = 16000) -> torch.Tensor:
     try:
         from torchcodec.decoders import AudioDecoder
     except Exception as exc:  # torchcodec loads FFmpeg's shared libraries when imported
-        raise AudioError(f"Audio cannot be decoded on this machine: FFmpeg's libraries are "
-                         f"missing or unusable ({exc}). Install ffmpeg and restart.") from None
+        raise AudioError(
+            f"Audio cannot be decoded on this machine: FFmpeg's libraries are "
+            f"missing or unusable ({exc}). Install ffmpeg and restart."
+        ) from None
     seconds = MAX_AUDIO_SECONDS
     limit = f"{seconds // 60} minutes" if seconds >= 60 else f"{seconds} s"
     too_long = f"The limit is {limit}; trim the recording or split it into shorter clips."
@@ -227,24 +237,23 @@ def read_audio(source: MediaSource, sample_rate: int = 16000) -> torch.Tensor:
     except AudioError:
         raise
     except MemoryError:
-        raise AudioError(f"{name} needs more memory to decode than is available. "
-                         + too_long) from None
+        raise AudioError(f"{name} needs more memory to decode than is available. " + too_long) from None
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError with FFmpeg's text
         if "audio stream" in str(exc):
-            raise AudioError(f"{name} has no audio track. Upload a sound recording "
-                             f"({AUDIO_FORMATS}).") from None
+            raise AudioError(f"{name} has no audio track. Upload a sound recording ({AUDIO_FORMATS}).") from None
         if "No audio frames" in str(exc):
             raise AudioError(no_sound) from None
-        raise AudioError(f"{name} is not an audio file that can be decoded: it may be damaged, "
-                         f"or in a format other than {AUDIO_FORMATS}. Try exporting it as "
-                         "WAV or MP3.") from None
+        raise AudioError(
+            f"{name} is not an audio file that can be decoded: it may be damaged, "
+            f"or in a format other than {AUDIO_FORMATS}. Try exporting it as "
+            "WAV or MP3."
+        ) from None
     if samples.numel() == 0:
         raise AudioError(no_sound)
     if samples.shape[-1] > MAX_AUDIO_SECONDS * rate:
         raise AudioError(f"{name} is too long. " + too_long)
     if not torch.isfinite(samples).all():
-        raise AudioError(f"{name} contains invalid samples (NaN or infinity). Export it again "
-                         "as 16-bit WAV.")
+        raise AudioError(f"{name} contains invalid samples (NaN or infinity). Export it again as 16-bit WAV.")
     waveform = samples.mean(dim=0)  # (channels, samples) -> (samples,)
     if rate != sample_rate:
         waveform = torchaudio.functional.resample(waveform, rate, sample_rate)
@@ -256,21 +265,19 @@ def _mel_transform(sample_rate: int, n_mels: int, hop_length: int, device: str):
     # One module per parameters and device, never mutated after creation: its forward pass
     # only reads the window and filterbank buffers, so threads may share it.
     transform = torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=400, win_length=400, hop_length=hop_length,
-        n_mels=n_mels, power=2.0)
+        sample_rate=sample_rate, n_fft=400, win_length=400, hop_length=hop_length, n_mels=n_mels, power=2.0
+    )
     return transform.to(device).eval().requires_grad_(False)
 
 
-def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, n_mels: int = 64,
-            hop_length: int = 160) -> torch.Tensor:
+def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, n_mels: int = 64, hop_length: int = 160) -> torch.Tensor:
     """Whisper-style log-mel spectrogram of a mono waveform: (samples,) -> (n_mels, frames).
 
     frames = 1 + max(samples, 400) // hop_length (about 100 per second at the defaults);
     values are log10 power clamped to 8 decades below the clip's peak, mapped by (x + 4) / 4.
     """
     if waveform.dim() != 1:
-        raise ValueError(f"log_mel expects a mono waveform of shape (samples,), "
-                         f"got {tuple(waveform.shape)}")
+        raise ValueError(f"log_mel expects a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
     waveform = waveform.float()
     if waveform.numel() < 400:  # shorter than one window: pad with silence to one frame
         waveform = torch.nn.functional.pad(waveform, (0, 400 - waveform.numel()))
@@ -282,7 +289,8 @@ def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, n_mels: int = 64,
     return (spec + 4.0) / 4.0
 
 
-def load_audio_features(source: MediaSource, n_mels: int = 64, hop_length: int = 160,
-                        sample_rate: int = 16000) -> torch.Tensor:
+def load_audio_features(
+    source: MediaSource, n_mels: int = 64, hop_length: int = 160, sample_rate: int = 16000
+) -> torch.Tensor:
     """`read_audio` then `log_mel`: a file -> (n_mels, frames) float32 tensor."""
     return log_mel(read_audio(source, sample_rate), sample_rate, n_mels, hop_length)

@@ -17,8 +17,8 @@ the decoder is causal, so only then can the picture's tokens see the question as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -46,7 +46,7 @@ class Prompt:
     observations: list[str] = field(default_factory=list)  # what the tools reported about the last turn
     dropped_turns: int = 0
 
-    def extend(self, other: "Prompt") -> None:
+    def extend(self, other: Prompt) -> None:
         offset, n_images, n_audio = len(self.ids), len(self.images), len(self.audio)
         self.ids += other.ids
         self.media_kind += other.media_kind
@@ -54,8 +54,14 @@ class Prompt:
         self.images += other.images
         self.audio += other.audio
         for position, (start, end), images, audio in other.slots:
-            self.slots.append((position + offset, (start + offset, end + offset),
-                               [i + n_images for i in images], [a + n_audio for a in audio]))
+            self.slots.append(
+                (
+                    position + offset,
+                    (start + offset, end + offset),
+                    [i + n_images for i in images],
+                    [a + n_audio for a in audio],
+                )
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,15 +109,26 @@ def _media_tokens(part: Prompt, tokenizer: ChatTokenizer, config: ModelConfig) -
     return None
 
 
-def build_prompt(conversation: Conversation, tokenizer: ChatTokenizer, config: ModelConfig,
-                 max_tokens: int | None = None, add_generation_prompt: bool = True) -> Prompt:
+def build_prompt(
+    conversation: Conversation,
+    tokenizer: ChatTokenizer,
+    config: ModelConfig,
+    max_tokens: int | None = None,
+    add_generation_prompt: bool = True,
+) -> Prompt:
     """Prepare the conversation's turns (`engine.turns`, cached by content), then `prompt_from_turns`."""
     turns = prepare_turns([t for t in conversation.turns if t.role != "system"], Needs.for_builtin(config))
     return prompt_from_turns(conversation.system_prompt, turns, tokenizer, config, max_tokens, add_generation_prompt)
 
 
-def prompt_from_turns(system_prompt: str, turns: Sequence[PreparedTurn], tokenizer: ChatTokenizer,
-                      config: ModelConfig, max_tokens: int | None = None, add_generation_prompt: bool = True) -> Prompt:
+def prompt_from_turns(
+    system_prompt: str,
+    turns: Sequence[PreparedTurn],
+    tokenizer: ChatTokenizer,
+    config: ModelConfig,
+    max_tokens: int | None = None,
+    add_generation_prompt: bool = True,
+) -> Prompt:
     """Tokenize prepared turns, dropping the oldest (never the system prompt) to fit `max_tokens`; no I/O."""
     max_tokens = min(max_tokens or config.max_seq_len, config.max_seq_len)
     head = Prompt()
@@ -131,8 +148,10 @@ def prompt_from_turns(system_prompt: str, turns: Sequence[PreparedTurn], tokeniz
         first += 1
     if parts and first == len(parts):
         needed = len(head) + len(parts[-1]) + len(tail)
-        raise ContextTooLong(f"The message is too long for this model: it needs {needed} tokens and the model "
-                         f"reads at most {max_tokens} here. Please shorten it or attach fewer files.")
+        raise ContextTooLong(
+            f"The message is too long for this model: it needs {needed} tokens and the model "
+            f"reads at most {max_tokens} here. Please shorten it or attach fewer files."
+        )
     prompt = head
     for part in parts[first:]:
         prompt.extend(part)
@@ -142,8 +161,9 @@ def prompt_from_turns(system_prompt: str, turns: Sequence[PreparedTurn], tokeniz
     return prompt
 
 
-def collate(prompts: list[Prompt], device: torch.device | str = "cpu", pad_id: int = 0,
-            dtype: torch.dtype = torch.float32) -> ModelInputs:
+def collate(
+    prompts: list[Prompt], device: torch.device | str = "cpu", pad_id: int = 0, dtype: torch.dtype = torch.float32
+) -> ModelInputs:
     """Right-pad prompts into one batch of tensors on `device`."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -153,8 +173,11 @@ def collate(prompts: list[Prompt], device: torch.device | str = "cpu", pad_id: i
         ids[row, : len(prompt)] = torch.tensor(prompt.ids)
         kinds[row, : len(prompt)] = torch.tensor(prompt.media_kind)
         for position, span, image_idx, audio_idx in prompt.slots:
-            slots.append(MediaSlot(row, position, span, [i + len(images) for i in image_idx],
-                                   [a + len(audio) for a in audio_idx]))
+            slots.append(
+                MediaSlot(
+                    row, position, span, [i + len(images) for i in image_idx], [a + len(audio) for a in audio_idx]
+                )
+            )
         images += prompt.images
         audio += prompt.audio
     positions = torch.arange(width).expand(len(prompts), width)  # (T,) -> (B, T); padding continues

@@ -7,7 +7,7 @@ of a stop sequence is held until it is known not to be one.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -26,8 +26,13 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
-def stream_text(tokens: Iterable[torch.Tensor], tokenizer: ChatTokenizer, stops: tuple[str, ...],
-                info: ReplyInfo, started: float | None = None) -> Iterator[str]:
+def stream_text(
+    tokens: Iterable[torch.Tensor],
+    tokenizer: ChatTokenizer,
+    stops: tuple[str, ...],
+    info: ReplyInfo,
+    started: float | None = None,
+) -> Iterator[str]:
     """Text pieces of row 0 of `tokens` (each (B,)); fills `info` as it goes."""
     started = time.perf_counter() if started is None else started
     end_ids = {tokenizer.end_id, tokenizer.eos_id}
@@ -51,7 +56,7 @@ def stream_text(tokens: Iterable[torch.Tensor], tokenizer: ChatTokenizer, stops:
                 pending = pending[: min(hits)]
                 break
             keep = _held_back(pending, stops)
-            ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
+            ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
             if ready:
                 yield ready
         else:

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.decoders import DecodeStream
@@ -47,7 +47,7 @@ class ChatTokenizer:
         return self._tokenizer.get_vocab_size()
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> "ChatTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> ChatTokenizer:
         """Learn a byte-level BPE vocabulary of `vocab_size` entries from `texts`."""
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -66,7 +66,7 @@ class ChatTokenizer:
         self._tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
 
     @classmethod
-    def load(cls, directory: Path) -> "ChatTokenizer":
+    def load(cls, directory: Path) -> ChatTokenizer:
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: a model directory needs {TOKENIZER_FILE}.")
@@ -86,7 +86,7 @@ class ChatTokenizer:
     def role_id(self, role: str) -> int:
         return self.special[ROLE_TOKENS[role]]
 
-    def incremental_decoder(self) -> "IncrementalDecoder":
+    def incremental_decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self)
 
 
@@ -115,7 +115,7 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """Text still held back at the end (a truncated character becomes U+FFFD); ends the stream."""
-        done = self._tokenizer.decode(self.ids[:self._read_offset])
-        text = self._tokenizer.decode(self.ids)[len(done):]
+        done = self._tokenizer.decode(self.ids[: self._read_offset])
+        text = self._tokenizer.decode(self.ids)[len(done) :]
         self._stream, self._read_offset = DecodeStream(skip_special_tokens=True), len(self.ids)
         return text

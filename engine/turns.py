@@ -16,8 +16,8 @@ trained on them ("image 1: text: ...; faces: 0; colors: ...", "audio 1: heard: .
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from engine import preprocess
 from engine.cache import LRUCache, content_digest
@@ -41,12 +41,14 @@ class Needs:
     transcriber: Transcriber | None = None  # speech -> text for "audio i: heard: ..." lines
 
     @classmethod
-    def for_builtin(cls, config: ModelConfig) -> "Needs":
+    def for_builtin(cls, config: ModelConfig) -> Needs:
         """The built-in model: image tensors and log-mel features, plus the observations it was trained with."""
-        return cls(image_size=config.image_size,
-                   image_tools=tuple(tool for tool in config.observations if tool != "asr"),
-                   mel=(config.n_mels, config.audio_hop_length, config.sample_rate),
-                   transcriber=_hear if "asr" in config.observations else None)
+        return cls(
+            image_size=config.image_size,
+            image_tools=tuple(tool for tool in config.observations if tool != "asr"),
+            mel=(config.n_mels, config.audio_hop_length, config.sample_rate),
+            transcriber=_hear if "asr" in config.observations else None,
+        )
 
 
 def _hear(source: MediaSource) -> str:
@@ -83,10 +85,13 @@ class PreparedTurn:
     @property
     def observations(self) -> tuple[str, ...]:
         """What the tools reported: one line per observed picture, then one per transcribed clip."""
-        lines = [f"image {i}: {image.observation}" for i, image in enumerate(self.images, 1)
-                 if image.observation is not None]
-        return tuple(lines + [f"audio {i}: heard: {clip.heard}" for i, clip in enumerate(self.audio, 1)
-                              if clip.heard is not None])
+        lines = [
+            f"image {i}: {image.observation}" for i, image in enumerate(self.images, 1) if image.observation is not None
+        ]
+        return tuple(
+            lines
+            + [f"audio {i}: heard: {clip.heard}" for i, clip in enumerate(self.audio, 1) if clip.heard is not None]
+        )
 
     def text_with_notes(self) -> str:
         """The turn's text after its observations, each as a "[...]" line (how every model is told)."""
@@ -128,7 +133,8 @@ def _image(source: MediaSource, needs: Needs) -> PreparedImage:
             digest,
             picture=picture if needs.pictures else None,
             tensor=preprocess.image_to_tensor(picture, needs.image_size) if needs.image_size else None,
-            observation=observe_image(picture, needs.image_tools).as_text() if needs.image_tools else None)
+            observation=observe_image(picture, needs.image_tools).as_text() if needs.image_tools else None,
+        )
 
     return _cached(("image", digest, needs.image_size, needs.pictures, needs.image_tools), compute)
 
@@ -140,8 +146,7 @@ def _audio(source: MediaSource, needs: Needs) -> PreparedAudio:
         mel = waveform = None
         if needs.mel is not None:
             n_mels, hop_length, sample_rate = needs.mel
-            mel = preprocess.load_audio_features(source, n_mels=n_mels, hop_length=hop_length,
-                                                 sample_rate=sample_rate)
+            mel = preprocess.load_audio_features(source, n_mels=n_mels, hop_length=hop_length, sample_rate=sample_rate)
         if needs.waveform_rate is not None:
             waveform = preprocess.read_audio(source, needs.waveform_rate)
         heard = needs.transcriber(source).strip() if needs.transcriber is not None else None

@@ -16,13 +16,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
 # Why a reply ended: its end marker or a stop sequence ("stop"), max_new_tokens or the context window
 # ("length"), the caller ("cancelled"); "" while it runs.
 FinishReason = Literal["", "stop", "length", "cancelled"]
-MediaSource = Union[str, Path, bytes]
+MediaSource = str | Path | bytes
 
 
 @dataclass

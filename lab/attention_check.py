@@ -23,17 +23,18 @@ from pathlib import Path
 
 import torch
 
+from engine.loading import load_checkpoint
+from engine.prompt import build_prompt, collate
+from engine.types import CheckpointError, EngineError
 from lab.data.quiz import draw_quiz, is_quizzable
 from lab.grounding import AttentionGrounding, grounding_queries, image_positions
-from engine.loading import load_checkpoint
 from lab.observe_cache import OBSERVATION_CACHE, load_observations
-from engine.prompt import build_prompt, collate
 from lab.scene_probe import scene_target
-from engine.types import CheckpointError, EngineError
 
 
-def attention_on_asked_shapes(model_dir: Path, data: Path, scenes: int = 150,
-                              batch_size: int = 25) -> tuple[int, dict[tuple[int, int], tuple[float, float]]]:
+def attention_on_asked_shapes(
+    model_dir: Path, data: Path, scenes: int = 150, batch_size: int = 25
+) -> tuple[int, dict[tuple[int, int], tuple[float, float]]]:
     """How many answer positions were read, and per (layer, head): (mean attention mass on the asked
     shapes' image tokens, share of positions whose most-attended image token is one of them)."""
     model, tokenizer = load_checkpoint(model_dir, device="cpu", dtype=torch.float32)
@@ -41,12 +42,14 @@ def attention_on_asked_shapes(model_dir: Path, data: Path, scenes: int = 150,
     config = model.config
     AttentionGrounding(config)  # says clearly when this model has no such look-up to check
     items = _quizzes(model, tokenizer, data, scenes)
-    heads = [AttentionGrounding(config, layer, head) for layer in range(config.n_layers) for head in range(config.n_heads)]
+    heads = [
+        AttentionGrounding(config, layer, head) for layer in range(config.n_layers) for head in range(config.n_heads)
+    ]
     mass = {(g.layer, g.head): 0.0 for g in heads}
     hits = dict(mass)
     positions = 0
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         inputs = collate([prompt for prompt, _, _ in chunk])
         images = [torch.tensor(image_positions(prompt, config.image_tokens)) for prompt, _, _ in chunk]
         with torch.no_grad():
@@ -100,24 +103,28 @@ def _probe_accuracy(features: torch.Tensor, labels: torch.Tensor, steps: int = 3
         return float((probe(x[cut:]).argmax(-1) == labels[cut:]).float().mean())
 
 
-def what_the_look_up_brings(model_dir: Path, data: Path, layer: int, head: int, scenes: int = 700,
-                            batch_size: int = 25) -> tuple[int, dict[str, tuple[float, float]]]:
+def what_the_look_up_brings(
+    model_dir: Path, data: Path, layer: int, head: int, scenes: int = 700, batch_size: int = 25
+) -> tuple[int, dict[str, tuple[float, float]]]:
     """Answer positions about one shape, and per place ("image token", "head output", "final
     hidden"): the linear probes' held-out accuracy for the asked shape's (kind, colour)."""
     model, tokenizer = load_checkpoint(model_dir, device="cpu", dtype=torch.float32)
     model.eval()
     grounding = AttentionGrounding(model.config, layer, head)
-    items = [(p, [(t, k) for t, k in q if len(k) == 1], target)
-             for p, q, target in _quizzes(model, tokenizer, data, scenes)]
+    items = [
+        (p, [(t, k) for t, k in q if len(k) == 1], target) for p, q, target in _quizzes(model, tokenizer, data, scenes)
+    ]
     attention = model.decoder.blocks[grounding.layer].attention
     D = model.config.head_dim
     places: dict[str, list[torch.Tensor]] = {"image token": [], "head output": [], "final hidden": []}
     labels = []
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         mixed, fused = [], []
-        hooks = [attention.out.register_forward_pre_hook(lambda module, args: mixed.append(args[0])),
-                 model.fusion.register_forward_hook(lambda module, args, out: fused.append(out))]
+        hooks = [
+            attention.out.register_forward_pre_hook(lambda module, args, mixed=mixed: mixed.append(args[0])),
+            model.fusion.register_forward_hook(lambda module, args, out, fused=fused: fused.append(out)),
+        ]
         try:
             with torch.no_grad():
                 hidden = model(collate([prompt for prompt, _, _ in chunk]))  # (B, T, C)
@@ -128,14 +135,16 @@ def what_the_look_up_brings(model_dir: Path, data: Path, layer: int, head: int, 
             image = image_positions(prompt, model.config.image_tokens)
             for position, (key,) in queries:
                 places["image token"].append(fused[0][row, key])
-                places["head output"].append(mixed[0][row, position, head * D:(head + 1) * D])  # (C,) -> (D,)
+                places["head output"].append(mixed[0][row, position, head * D : (head + 1) * D])  # (C,) -> (D,)
                 places["final hidden"].append(hidden[row, position])
                 labels.append(target[image.index(key)])
     if not labels:
         raise EngineError(f"No held-out quiz of {data} asks about one particular shape.")
     y = torch.stack(labels)  # (N, 2): kind, colour
-    return len(y), {name: (_probe_accuracy(torch.stack(rows), y[:, 0]), _probe_accuracy(torch.stack(rows), y[:, 1]))
-                    for name, rows in places.items()}
+    return len(y), {
+        name: (_probe_accuracy(torch.stack(rows), y[:, 0]), _probe_accuracy(torch.stack(rows), y[:, 1]))
+        for name, rows in places.items()
+    }
 
 
 def main(argv=None) -> int:
@@ -153,8 +162,11 @@ def main(argv=None) -> int:
         parser.error(f"--values takes LAYER,HEAD such as 2,0, not {args.values!r}")
     try:
         positions, heads = attention_on_asked_shapes(Path(args.model), Path(args.data), args.scenes)
-        values = what_the_look_up_brings(Path(args.model), Path(args.data), *look_up,
-                                         scenes=max(args.scenes, 700)) if look_up else None
+        values = (
+            what_the_look_up_brings(Path(args.model), Path(args.data), *look_up, scenes=max(args.scenes, 700))
+            if look_up
+            else None
+        )
     except (EngineError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -165,8 +177,10 @@ def main(argv=None) -> int:
         print(f"| {layer} | {head} | {100 * mass:.1f}% | {100 * hit:.1f}% |")
     if values:
         count, places = values
-        print(f"\nWhat layer {look_up[0]}, head {look_up[1]} brings back ({count} answer positions about one shape; "
-              "linear probes fitted on 70%, scored on the rest):")
+        print(
+            f"\nWhat layer {look_up[0]}, head {look_up[1]} brings back ({count} answer positions about one shape; "
+            "linear probes fitted on 70%, scored on the rest):"
+        )
         print("| read from | kind of the asked shape | its colour |")
         print("|---|---|---|")
         for name, (kind, colour) in places.items():

@@ -22,8 +22,9 @@ from lab.scene_probe import scene_target
 from lab.train_config import TrainConfig
 
 
-def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
-                    observation_cache: Path | None = None) -> list[Prompt]:
+def encode_examples(
+    examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str, observation_cache: Path | None = None
+) -> list[Prompt]:
     """Tokenize and preprocess every conversation once; over-long ones are left out (and counted).
 
     The tools' observations of every medium are read from `observation_cache` (a JSON file,
@@ -32,8 +33,9 @@ def encode_examples(examples, tokenizer: ChatTokenizer, config: ModelConfig, des
     return [prompt for _, prompt in encode_pairs(examples, tokenizer, config, desc, observation_cache)]
 
 
-def encode_pairs(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str,
-                 observation_cache: Path | None = None) -> list[tuple[object, Prompt]]:
+def encode_pairs(
+    examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: str, observation_cache: Path | None = None
+) -> list[tuple[object, Prompt]]:
     """Like `encode_examples`, keeping each prompt's example: [(example, prompt)]."""
     load_observations(examples, config.observations, observation_cache)
     pairs, too_long = [], 0
@@ -58,23 +60,31 @@ def encode_pairs(examples, tokenizer: ChatTokenizer, config: ModelConfig, desc: 
 
 def draw_weights(cfg: TrainConfig, sources: list[str]) -> list[float] | None:
     """Cumulative draw weights of examples from these sources (cfg.source_weights), or None: all equal."""
-    return list(itertools.accumulate(cfg.source_weights.get(source, 1.0) for source in sources)) \
-        if cfg.source_weights else None
+    return (
+        list(itertools.accumulate(cfg.source_weights.get(source, 1.0) for source in sources))
+        if cfg.source_weights
+        else None
+    )
 
 
-def draw_batch(cfg: TrainConfig, step: int, count: int,
-               cum_weights: list[float] | None) -> tuple[random.Random, list[int]]:
+def draw_batch(
+    cfg: TrainConfig, step: int, count: int, cum_weights: list[float] | None
+) -> tuple[random.Random, list[int]]:
     """The indices (among `count` examples) of step `step`'s batch, and the generator that goes on to quiz
     its scenes: both depend on (seed, step) only, so a resumed run draws what it would have drawn."""
     order = random.Random(cfg.seed * 1_000_003 + step)
-    chosen = order.sample(range(count), min(cfg.batch_size, count)) if cum_weights is None \
+    chosen = (
+        order.sample(range(count), min(cfg.batch_size, count))
+        if cum_weights is None
         else order.choices(range(count), cum_weights=cum_weights, k=cfg.batch_size)
+    )
     return order, chosen
 
 
 @dataclass
 class TrainSet:
     """The training conversations, encoded, and what each step's batch is drawn from."""
+
     cfg: TrainConfig
     tokenizer: ChatTokenizer
     config: ModelConfig
@@ -84,8 +94,14 @@ class TrainSet:
     cum_weights: list[float] | None  # draw_weights
 
     @classmethod
-    def encode(cls, cfg: TrainConfig, examples, tokenizer: ChatTokenizer, config: ModelConfig,
-               observation_cache: Path | None = None) -> TrainSet:
+    def encode(
+        cls,
+        cfg: TrainConfig,
+        examples,
+        tokenizer: ChatTokenizer,
+        config: ModelConfig,
+        observation_cache: Path | None = None,
+    ) -> TrainSet:
         pairs = encode_pairs(examples, tokenizer, config, "encoding train", observation_cache)
         scene_targets = [scene_target(example.meta.get("scene")) for example, _ in pairs]
         cum_weights = draw_weights(cfg, [example.source for example, _ in pairs])
@@ -106,6 +122,7 @@ class TrainSet:
                 continue
             drawn = draw_quiz(self.quizzable[i], order, self.cfg.scene_questions)
             batch.append(build_prompt(drawn.conversation, self.tokenizer, self.config, add_generation_prompt=False))
-            queries.append(grounding_queries(batch[-1], drawn.answer_cells, self.config.image_tokens)
-                           if grounded else [])
+            queries.append(
+                grounding_queries(batch[-1], drawn.answer_cells, self.config.image_tokens) if grounded else []
+            )
         return batch, [self.scene_targets[i] for i in chosen], queries

@@ -33,7 +33,6 @@ import platform
 import statistics
 import sys
 import time
-
 from importlib.metadata import version
 
 import torch
@@ -65,11 +64,20 @@ def ffn_hidden(config: ModelConfig) -> int:
 def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM  # slow to import: only when measuring
 
-    hf_config = LlamaConfig(hidden_size=config.d_model, num_hidden_layers=config.n_layers,
-                            num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
-                            intermediate_size=ffn_hidden(config), vocab_size=config.vocab_size,
-                            max_position_embeddings=config.max_seq_len, tie_word_embeddings=True,
-                            attn_implementation="sdpa", pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    hf_config = LlamaConfig(
+        hidden_size=config.d_model,
+        num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_heads,
+        intermediate_size=ffn_hidden(config),
+        vocab_size=config.vocab_size,
+        max_position_embeddings=config.max_seq_len,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     return LlamaForCausalLM(hf_config).to(device=device, dtype=dtype).eval()
 
 
@@ -80,8 +88,12 @@ def text_parameters(model: MultimodalModel) -> int:
 
 def engine_inputs(ids: torch.Tensor) -> ModelInputs:
     B, T = ids.shape
-    return ModelInputs(ids=ids, positions=torch.arange(T, device=ids.device).expand(B, T),
-                       lengths=torch.full((B,), T, device=ids.device), media_kind=torch.zeros_like(ids))
+    return ModelInputs(
+        ids=ids,
+        positions=torch.arange(T, device=ids.device).expand(B, T),
+        lengths=torch.full((B,), T, device=ids.device),
+        media_kind=torch.zeros_like(ids),
+    )
 
 
 def time_engine(model: MultimodalModel, ids: torch.Tensor, new_tokens: int) -> list[float]:
@@ -117,9 +129,16 @@ def time_hf(model, ids: torch.Tensor, new_tokens: int) -> list[float]:
     streamer = TokenClock()
     with torch.inference_mode():
         started = clock(ids.device)
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
-                       streamer=streamer)
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+            streamer=streamer,
+        )
     assert len(streamer.times) == new_tokens, f"HF generated {len(streamer.times)} tokens"
     return [started, *streamer.times]
 
@@ -145,11 +164,18 @@ def machine_info(device: torch.device, dtype: torch.dtype) -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": version("transformers"), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "dtype": str(dtype).replace("torch.", ""), "python": platform.python_version(),
-            "load_average": round(os.getloadavg()[0], 2)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "dtype": str(dtype).replace("torch.", ""),
+        "python": platform.python_version(),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
 
 
 def plot(result: dict, path: str) -> None:
@@ -159,16 +185,20 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    pairs = [("time to first token (ms, lower is better)", result["ttft_ms"], result["hf_ttft_ms"]),
-             ("batch-1 decode tokens/s (higher is better)", result["decode_tok_s"], result["hf_decode_tok_s"])]
+    pairs = [
+        ("time to first token (ms, lower is better)", result["ttft_ms"], result["hf_ttft_ms"]),
+        ("batch-1 decode tokens/s (higher is better)", result["decode_tok_s"], result["hf_decode_tok_s"]),
+    ]
     for axis, (title, ours, theirs) in zip(axes, pairs):
         axis.bar(["engine", "HF transformers"], [ours, theirs], color=["tab:blue", "tab:orange"])
         axis.set_title(title, fontsize=9)
     axes[2].bar(list(result["batch_tok_s"]), list(result["batch_tok_s"].values()), color="tab:blue")
     axes[2].set_title("engine aggregate tokens/s by batch size", fontsize=9)
     machine = result["machine"]
-    fig.suptitle(f"{machine['gpu'] or machine['cpu']} · {machine['device']} {machine['dtype']} · "
-                 f"torch {machine['torch']}", fontsize=9)
+    fig.suptitle(
+        f"{machine['gpu'] or machine['cpu']} · {machine['device']} {machine['dtype']} · torch {machine['torch']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -176,23 +206,25 @@ def plot(result: dict, path: str) -> None:
 
 def report(result: dict) -> str:
     m, c, p = result["machine"], result["config"], result["params"]
-    lines = [f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
-             f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
-             f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
-             f"run      device {m['device']}, dtype {m['dtype']}, {c['prompt_tokens']} prompt tokens, "
-             f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
-             f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
-             f"heads={c['n_heads']} ffn={c['ffn_hidden']} vocab={c['vocab_size']}",
-             f"params   engine {p['engine']:,} ({p['engine_text']:,} on the text path), HF Llama {p['hf']:,}",
-             "",
-             f"{'batch 1':<26}{'engine':>12}{'HF':>12}{'engine/HF':>12}",
-             f"{'time to first token (ms)':<26}{result['ttft_ms']:>12.1f}{result['hf_ttft_ms']:>12.1f}"
-             f"{result['ttft_ratio']:>11.2f}x",
-             f"{'decode tokens/s':<26}{result['decode_tok_s']:>12.1f}{result['hf_decode_tok_s']:>12.1f}"
-             f"{result['speedup_decode']:>11.2f}x",
-             "",
-             f"{'concurrent sequences':<26}" + "".join(f"{b:>10}" for b in result["batch_tok_s"]),
-             f"{'engine aggregate tok/s':<26}" + "".join(f"{v:>10.1f}" for v in result["batch_tok_s"].values())]
+    lines = [
+        f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
+        f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
+        f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
+        f"run      device {m['device']}, dtype {m['dtype']}, {c['prompt_tokens']} prompt tokens, "
+        f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
+        f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
+        f"heads={c['n_heads']} ffn={c['ffn_hidden']} vocab={c['vocab_size']}",
+        f"params   engine {p['engine']:,} ({p['engine_text']:,} on the text path), HF Llama {p['hf']:,}",
+        "",
+        f"{'batch 1':<26}{'engine':>12}{'HF':>12}{'engine/HF':>12}",
+        f"{'time to first token (ms)':<26}{result['ttft_ms']:>12.1f}{result['hf_ttft_ms']:>12.1f}"
+        f"{result['ttft_ratio']:>11.2f}x",
+        f"{'decode tokens/s':<26}{result['decode_tok_s']:>12.1f}{result['hf_decode_tok_s']:>12.1f}"
+        f"{result['speedup_decode']:>11.2f}x",
+        "",
+        f"{'concurrent sequences':<26}" + "".join(f"{b:>10}" for b in result["batch_tok_s"]),
+        f"{'engine aggregate tok/s':<26}" + "".join(f"{v:>10.1f}" for v in result["batch_tok_s"].values()),
+    ]
     return "\n".join(lines)
 
 
@@ -205,16 +237,19 @@ def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace) ->
     runs = (args.warmup + args.repeats) * (2 + len(BATCH_SIZES))
     with tqdm(total=runs, desc="bench", file=sys.stderr, leave=False) as progress:
         ours = measure(lambda: ttft_and_rate(time_engine(model, prompts[:1], N)), args.warmup, args.repeats, progress)
-        theirs = measure(lambda: ttft_and_rate(time_hf(hf_model, prompts[:1], N)), args.warmup, args.repeats,
-                         progress)
+        theirs = measure(lambda: ttft_and_rate(time_hf(hf_model, prompts[:1], N)), args.warmup, args.repeats, progress)
         batch_tok_s = {}
         for B in BATCH_SIZES:
-            runs = measure(lambda: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
+            runs = measure(lambda B=B: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
             batch_tok_s[str(B)] = B * N / statistics.median(t[-1] - t[0] for t in runs)  # whole call
     median = statistics.median
-    result = {"ttft_ms": median(t for t, _ in ours), "decode_tok_s": median(r for _, r in ours),
-              "hf_ttft_ms": median(t for t, _ in theirs), "hf_decode_tok_s": median(r for _, r in theirs),
-              "batch_tok_s": batch_tok_s}
+    result = {
+        "ttft_ms": median(t for t, _ in ours),
+        "decode_tok_s": median(r for _, r in ours),
+        "hf_ttft_ms": median(t for t, _ in theirs),
+        "hf_decode_tok_s": median(r for _, r in theirs),
+        "batch_tok_s": batch_tok_s,
+    }
     result["speedup_decode"] = result["decode_tok_s"] / result["hf_decode_tok_s"]
     result["ttft_ratio"] = result["ttft_ms"] / result["hf_ttft_ms"]
     return result
@@ -265,17 +300,29 @@ def main(argv=None) -> int:
     hf_model = build_hf_model(config, device, dtype)
     machine = machine_info(device, dtype)  # before the run: the load average is other programs'
     if machine["load_average"] > 0.5 * machine["cores"]:
-        print(f"warning: the machine is busy (load average {machine['load_average']} on {machine['cores']} "
-              "cores); timings will be noisy", file=sys.stderr)
+        print(
+            f"warning: the machine is busy (load average {machine['load_average']} on {machine['cores']} "
+            "cores); timings will be noisy",
+            file=sys.stderr,
+        )
     result = run_benchmark(model, hf_model, args)
-    result["params"] = {"engine": model.num_parameters(), "engine_text": text_parameters(model),
-                        "hf": sum(p.numel() for p in hf_model.parameters())}
+    result["params"] = {
+        "engine": model.num_parameters(),
+        "engine_text": text_parameters(model),
+        "hf": sum(p.numel() for p in hf_model.parameters()),
+    }
     result["machine"] = machine
     sizes = ("decoder", "d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len")
-    result["config"] = {"source": args.model or f"preset {args.preset}", **{k: getattr(config, k) for k in sizes},
-                        "ffn_hidden": ffn_hidden(config), "prompt_tokens": args.prompt_tokens,
-                        "new_tokens": args.new_tokens, "repeats": args.repeats, "warmup": args.warmup,
-                        "seed": args.seed}
+    result["config"] = {
+        "source": args.model or f"preset {args.preset}",
+        **{k: getattr(config, k) for k in sizes},
+        "ffn_hidden": ffn_hidden(config),
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "seed": args.seed,
+    }
     print(report(result))
     if args.plot:
         plot(result, args.plot)

@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine.loading import load_checkpoint
+from engine.prompt import build_prompt
+from lab.batches import draw_batch, draw_weights
 from lab.data import load_dataset
 from lab.data.quiz import is_quizzable, quiz
 from lab.length_groups import length_groups
-from engine.loading import load_checkpoint
-from lab.observe_cache import OBSERVATION_CACHE, load_observations
-from engine.prompt import build_prompt
-from lab.scene_probe import SceneProbe, scene_target
-from lab.batches import draw_batch, draw_weights
 from lab.losses import accumulate_gradients, batch_loss
+from lab.observe_cache import OBSERVATION_CACHE, load_observations
+from lab.scene_probe import SceneProbe, scene_target
 from lab.train_config import TrainConfig
 
 
@@ -37,13 +37,17 @@ def draw_batches(cfg: TrainConfig, tokenizer, config, steps: int) -> list[tuple[
     examples = load_dataset(cfg.data, "train")
     weights = draw_weights(cfg, [e.source for e in examples])
     picks = [draw_batch(cfg, step, len(examples), weights) for step in range(0, 100 * steps, 100)]
-    load_observations([examples[i] for _, chosen in picks for i in chosen], config.observations,
-                      Path(cfg.data) / OBSERVATION_CACHE)
+    load_observations(
+        [examples[i] for _, chosen in picks for i in chosen], config.observations, Path(cfg.data) / OBSERVATION_CACHE
+    )
     batches = []
     for order, chosen in picks:
-        conversations = [quiz(examples[i], order, cfg.scene_questions)
-                         if cfg.scene_questions > 1 and is_quizzable(examples[i]) else examples[i].conversation
-                         for i in chosen]
+        conversations = [
+            quiz(examples[i], order, cfg.scene_questions)
+            if cfg.scene_questions > 1 and is_quizzable(examples[i])
+            else examples[i].conversation
+            for i in chosen
+        ]
         prompts = [build_prompt(c, tokenizer, config, add_generation_prompt=False) for c in conversations]
         batches.append((prompts, [scene_target(examples[i].meta.get("scene")) for i in chosen]))
     return batches
@@ -55,7 +59,9 @@ def real_share(lengths: list[int], groups: list[list[int]]) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.bench_train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="lab/configs/builtin.json", help="a TrainConfig JSON (data, batch, quizzes)")
+    parser.add_argument(
+        "--config", default="lab/configs/builtin.json", help="a TrainConfig JSON (data, batch, quizzes)"
+    )
     parser.add_argument("--model", default="assets/models/builtin", help="checkpoint whose shape and tokenizer to time")
     parser.add_argument("--steps", type=int, default=20, help="batches to time (each both ways)")
     parser.add_argument("--json", action="store_true")
@@ -71,18 +77,22 @@ def main(argv=None) -> int:
         loss, _, probe_loss = batch_loss(model, prompts, device, probe, targets)
         (loss if probe_loss is None else loss + probe_loss).backward()
 
-    ways = {"one padded batch": padded,
-            "length-grouped micro-batches": lambda p, t: accumulate_gradients(model, p, device, probe, t)}
+    ways = {
+        "one padded batch": padded,
+        "length-grouped micro-batches": lambda p, t: accumulate_gradients(model, p, device, probe, t),
+    }
     times = {name: [] for name in ways}
     for index, (prompts, targets) in enumerate(tqdm(batches, desc="timing", file=sys.stderr)):
-        for name in (list(ways) if index % 2 else list(ways)[::-1]):  # alternate who goes first
+        for name in list(ways) if index % 2 else list(ways)[::-1]:  # alternate who goes first
             model.zero_grad(set_to_none=True)
             start = time.perf_counter()
             ways[name](prompts, targets)
             times[name].append(time.perf_counter() - start)
     lengths = [[len(p) for p in prompts] for prompts, _ in batches]
-    shares = {"one padded batch": statistics.mean(real_share(L, [list(range(len(L)))]) for L in lengths),
-              "length-grouped micro-batches": statistics.mean(real_share(L, length_groups(L)) for L in lengths)}
+    shares = {
+        "one padded batch": statistics.mean(real_share(L, [list(range(len(L)))]) for L in lengths),
+        "length-grouped micro-batches": statistics.mean(real_share(L, length_groups(L)) for L in lengths),
+    }
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"{args.steps} batches of {cfg.batch_size} from {cfg.data}, {torch.get_num_threads()} CPU threads")
     for name in ways:

@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from engine.backends.builtin import BuiltinBackend
+from engine.types import CheckpointError, Conversation, EngineError, GenerationConfig
 from lab.data.questions import named_by
 from lab.metrics import corpus_bleu, exact_match, rouge_l
-from engine.types import CheckpointError, Conversation, EngineError, GenerationConfig
 
 GREEDY = GenerationConfig(max_new_tokens=48, temperature=0.0)
 CHITCHAT = "chitchat"
@@ -45,8 +45,10 @@ def check_compatible(model_dir: Path, run_dir: Path | None) -> None:
     theirs = json.loads((run_dir / "model" / "config.json").read_text())
     differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differ:
-        raise CheckpointError(f"{model_dir} was trained with another config than the run {run_dir}: "
-                              f"{', '.join(f'{k} {ours.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}.")
+        raise CheckpointError(
+            f"{model_dir} was trained with another config than the run {run_dir}: "
+            f"{', '.join(f'{k} {ours.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}."
+        )
 
 
 def names_every_shape(reply: str, scene: dict) -> bool:
@@ -57,8 +59,11 @@ def names_every_shape(reply: str, scene: dict) -> bool:
 def says_something_true(reply: str, seen) -> bool:
     """Does a reply about a photo pass on something the tools saw: a colour, its text, a face?"""
     words = set(reply.lower().replace(".", " ").replace(",", " ").split())
-    return bool(words & set(seen.colors) or any(line.lower() in reply.lower() for line in seen.text)
-                or (seen.faces and "face" in words))
+    return bool(
+        words & set(seen.colors)
+        or any(line.lower() in reply.lower() for line in seen.text)
+        or (seen.faces and "face" in words)
+    )
 
 
 def grounding_checks(example, reply: str) -> dict[str, bool]:
@@ -75,7 +80,9 @@ def grounding_checks(example, reply: str) -> dict[str, bool]:
     return {}
 
 
-def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, observation_cache: Path | None = None) -> dict:
+def evaluate(
+    backend: BuiltinBackend, examples: list, batch_size: int = 16, observation_cache: Path | None = None
+) -> dict:
     """All metrics for one model on a list of dataset examples."""
     from lab.batches import encode_examples
     from lab.losses import evaluate_loss
@@ -86,7 +93,7 @@ def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, obse
     checks: dict[str, list[bool]] = defaultdict(list)
     by_reference: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for start in tqdm(range(0, len(examples), batch_size), desc="answering", file=sys.stderr, leave=False):
-        batch = examples[start:start + batch_size]
+        batch = examples[start : start + batch_size]
         asked = [_without_answer(e.conversation) for e in batch]
         replies = backend.generate_batch(asked, GREEDY)
         for example, conversation, reply in zip(batch, asked, replies):
@@ -96,12 +103,18 @@ def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, obse
                 tally[0], tally[1] = tally[0] + exact_match(reply, example.answer), tally[1] + 1
             for name, passed in grounding_checks(example, reply).items():
                 checks[name].append(passed)
-    results = {"examples": len(examples), "loss": round(loss, 4), "perplexity": round(math.exp(loss), 3),
-               "accuracy": {}, "samples": {},
-               "checks": {name: {"passed": sum(v), "of": len(v)} for name, v in sorted(checks.items())},
-               "by_reference": {qtype: {named: {"right": right, "of": of}
-                                        for named, (right, of) in sorted(tallies.items())}
-                                for qtype, tallies in sorted(by_reference.items())}}
+    results = {
+        "examples": len(examples),
+        "loss": round(loss, 4),
+        "perplexity": round(math.exp(loss), 3),
+        "accuracy": {},
+        "samples": {},
+        "checks": {name: {"passed": sum(v), "of": len(v)} for name, v in sorted(checks.items())},
+        "by_reference": {
+            qtype: {named: {"right": right, "of": of} for named, (right, of) in sorted(tallies.items())}
+            for qtype, tallies in sorted(by_reference.items())
+        },
+    }
     for qtype, pairs in sorted(by_type.items()):
         if qtype == CHITCHAT:
             predictions, references = zip(*pairs)
@@ -114,13 +127,22 @@ def evaluate(backend: BuiltinBackend, examples: list, batch_size: int = 16, obse
 
 
 def to_markdown(results: dict, title: str) -> str:
-    lines = [f"## {title}", "", f"Held-out examples: {results['examples']}; perplexity "
-             f"{results['perplexity']} (loss {results['loss']}).", "", "| question type | exact match |", "|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        f"Held-out examples: {results['examples']}; perplexity {results['perplexity']} (loss {results['loss']}).",
+        "",
+        "| question type | exact match |",
+        "|---|---|",
+    ]
     lines += [f"| {qtype} | {accuracy:.1%} |" for qtype, accuracy in results["accuracy"].items()]
     if results.get("by_reference"):
         lines += ["", "| question type | the shape named by | right | of |", "|---|---|---|---|"]
-        lines += [f"| {qtype} | {named} | {tally['right']} | {tally['of']} |"
-                  for qtype, tallies in results["by_reference"].items() for named, tally in tallies.items()]
+        lines += [
+            f"| {qtype} | {named} | {tally['right']} | {tally['of']} |"
+            for qtype, tallies in results["by_reference"].items()
+            for named, tally in tallies.items()
+        ]
     if "bleu" in results:
         lines += ["", f"Chit-chat: BLEU-4 {results['bleu']}, ROUGE-L {results['rouge_l']}."]
     for name, check in results.get("checks", {}).items():
@@ -139,8 +161,12 @@ def plot_accuracy(rows: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, len(qtypes) * 1.3), 4))
     width = 0.8 / max(len(rows), 1)
     for i, (name, result) in enumerate(rows.items()):
-        ax.bar([x + i * width for x in range(len(qtypes))], [result["accuracy"].get(q, 0) for q in qtypes],
-               width, label=name)
+        ax.bar(
+            [x + i * width for x in range(len(qtypes))],
+            [result["accuracy"].get(q, 0) for q in qtypes],
+            width,
+            label=name,
+        )
     ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(qtypes))], qtypes)
     ax.set_ylim(0, 1)
     ax.set_ylabel("exact match")
@@ -162,19 +188,35 @@ def ablation(data: str, out: Path, steps: int, limit: int, device: str) -> dict:
     for decoder in ("transformer", "lstm"):
         for fusion in ("concat", "sum", "gated"):
             name = f"{fusion} + {decoder}"
-            cfg = TrainConfig(data=data, out=str(out / f"{fusion}-{decoder}"), steps=steps, device=device,
-                              eval_every=steps, checkpoint_every=steps,
-                              model_overrides={"decoder": decoder, "fusion": fusion})
+            cfg = TrainConfig(
+                data=data,
+                out=str(out / f"{fusion}-{decoder}"),
+                steps=steps,
+                device=device,
+                eval_every=steps,
+                checkpoint_every=steps,
+                model_overrides={"decoder": decoder, "fusion": fusion},
+            )
             model_dir = train(cfg)
-            rows[name] = evaluate(BuiltinBackend.from_directory(model_dir, device=device), examples,
-                                  observation_cache=Path(data) / OBSERVATION_CACHE)
+            rows[name] = evaluate(
+                BuiltinBackend.from_directory(model_dir, device=device),
+                examples,
+                observation_cache=Path(data) / OBSERVATION_CACHE,
+            )
     qtypes = sorted({q for r in rows.values() for q in r["accuracy"]})
-    lines = [f"Ablation: {steps} training steps each, same data and seed; {len(examples)} held-out examples.", "",
-             "| fusion + decoder | perplexity | " + " | ".join(qtypes) + " | BLEU | ROUGE-L |",
-             "|---" * (len(qtypes) + 4) + "|"]
+    lines = [
+        f"Ablation: {steps} training steps each, same data and seed; {len(examples)} held-out examples.",
+        "",
+        "| fusion + decoder | perplexity | " + " | ".join(qtypes) + " | BLEU | ROUGE-L |",
+        "|---" * (len(qtypes) + 4) + "|",
+    ]
     for name, r in rows.items():
         cells = [f"{r['accuracy'].get(q, 0):.1%}" for q in qtypes]
-        lines.append(f"| {name} | {r['perplexity']} | " + " | ".join(cells) + f" | {r.get('bleu', '–')} | {r.get('rouge_l', '–')} |")
+        lines.append(
+            f"| {name} | {r['perplexity']} | "
+            + " | ".join(cells)
+            + f" | {r.get('bleu', '–')} | {r.get('rouge_l', '–')} |"
+        )
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     (out / "ablation.json").write_text(json.dumps(rows, indent=2))
     plot_accuracy(rows, out / "ablation.png")

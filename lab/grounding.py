@@ -31,8 +31,8 @@ from engine.config import ModelConfig
 from engine.decoder import apply_rotary
 from engine.fusion import IMAGE
 from engine.prompt import Prompt
-from lab.scene_probe import CELLS
 from engine.types import InputError
+from lab.scene_probe import CELLS
 
 Query = tuple[int, tuple[int, ...]]  # (position whose next token is part of an answer, key positions to look at)
 
@@ -108,8 +108,8 @@ class AttentionGrounding:
     def _log_attention(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         qkv = self._qkv[-1].float()
         T, D, h = qkv.shape[1], self.head_dim, self.head
-        q = qkv[rows, positions, h * D:(h + 1) * D]  # (B, T, 3C) -> (N, D)
-        k = qkv[rows, :, self.d_model + h * D:self.d_model + (h + 1) * D]  # (B, T, 3C) -> (N, T, D)
+        q = qkv[rows, positions, h * D : (h + 1) * D]  # (B, T, 3C) -> (N, D)
+        k = qkv[rows, :, self.d_model + h * D : self.d_model + (h + 1) * D]  # (B, T, 3C) -> (N, T, D)
         if self.detach_keys:
             k = k.detach()
         cos, sin = self._rotary.tables(torch.arange(T, device=qkv.device)[None], torch.float32)  # (1, 1, T, D/2)

@@ -30,6 +30,6 @@ def length_groups(lengths: list[int], overhead: int = FORWARD_OVERHEAD_TOKENS) -
                 best[end], cut[end] = cost, start
     groups, end = [], len(sizes)
     while end:
-        groups.append(order[cut[end]:end])
+        groups.append(order[cut[end] : end])
         end = cut[end]
     return groups[::-1]

@@ -16,9 +16,13 @@ from lab.length_groups import length_groups
 from lab.scene_probe import SceneProbe
 
 
-def batch_loss(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
-               probe: SceneProbe | None = None,
-               targets: list | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+def batch_loss(
+    model: MultimodalModel,
+    prompts: list[Prompt],
+    device: torch.device,
+    probe: SceneProbe | None = None,
+    targets: list | None = None,
+) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """Mean cross-entropy over the assistant tokens of a batch, how many there were, and the
     scene probe's loss (None without a `probe`, per-prompt scene `targets` — None where a prompt
     is not a scene — or scenes in the batch; see lab.scene_probe)."""
@@ -53,10 +57,16 @@ def probed_rows(prompts: list[Prompt], targets: list) -> list[int]:
     return [row for row, target in enumerate(targets) if target is not None and prompts[row].images]
 
 
-def accumulate_gradients(model: MultimodalModel, prompts: list[Prompt], device: torch.device,
-                         probe: SceneProbe | None, targets: list, grounding: AttentionGrounding | None = None,
-                         queries: list | None = None,
-                         grounding_weight: float = 1.0) -> tuple[float, float | None, float | None]:
+def accumulate_gradients(
+    model: MultimodalModel,
+    prompts: list[Prompt],
+    device: torch.device,
+    probe: SceneProbe | None,
+    targets: list,
+    grounding: AttentionGrounding | None = None,
+    queries: list | None = None,
+    grounding_weight: float = 1.0,
+) -> tuple[float, float | None, float | None]:
     """Backpropagate the batch's loss in micro-batches of similar length (lab.length_groups);
     the gradients are those of the whole batch's mean token loss (+ mean probe loss, + the weighted
     mean grounding loss over the `queries` of each prompt, lab.grounding).
@@ -89,7 +99,7 @@ def evaluate_loss(model: MultimodalModel, prompts: list[Prompt], batch_size: int
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(prompts), batch_size):
-        loss, n, _ = batch_loss(model, prompts[start:start + batch_size], device)
+        loss, n, _ = batch_loss(model, prompts[start : start + batch_size], device)
         total, count = total + loss.item() * n, count + n
     model.train()
     return total / max(count, 1)

@@ -19,7 +19,7 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def corpus_bleu(predictions: list[str], references: list[str], max_n: int = 4) -> float:

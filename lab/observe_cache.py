@@ -30,8 +30,10 @@ SAVE_EVERY = 500
 
 def _settings() -> str:
     """Everything that changes what the tools say; part of the cache's identity."""
-    return f"v{CACHE_VERSION};ocr-min-side={observe.OCR_MIN_SIDE};ocr-min-conf={observe.OCR_MIN_CONFIDENCE};" \
-           f"color-share={observe.COLOR_MIN_SHARE}"
+    return (
+        f"v{CACHE_VERSION};ocr-min-side={observe.OCR_MIN_SIDE};ocr-min-conf={observe.OCR_MIN_CONFIDENCE};"
+        f"color-share={observe.COLOR_MIN_SHARE}"
+    )
 
 
 def _read(path: Path) -> dict:
@@ -82,8 +84,9 @@ def load_observations(examples, tools: tuple[str, ...], cache_file: Path | None)
         key = f"image:{image_key}:{digest}"
         found = entries.get(key)
         if isinstance(found, dict):
-            result = observe.ImageObservations(tuple(found.get("text", ())), found.get("faces"),
-                                               tuple(found.get("colors", ())), image_tools)
+            result = observe.ImageObservations(
+                tuple(found.get("text", ())), found.get("faces"), tuple(found.get("colors", ())), image_tools
+            )
         else:
             result = observe.observe_image(picture, image_tools, digest)
             entries[key] = {"text": list(result.text), "faces": result.faces, "colors": list(result.colors)}

@@ -18,12 +18,11 @@ import torch
 
 from engine import preprocess
 from engine.loading import load_checkpoint
-from lab.scene_probe import SceneProbe, scene_target
 from engine.types import CheckpointError, EngineError
+from lab.scene_probe import SceneProbe, scene_target
 
 
-def probe_hits(run: Path, data: Path, limit: int = 400,
-               batch_size: int = 50) -> tuple[int, dict[str, tuple[int, int]]]:
+def probe_hits(run: Path, data: Path, limit: int = 400, batch_size: int = 50) -> tuple[int, dict[str, tuple[int, int]]]:
     """How many held-out scene images of `data` were read (the first `limit`), and (right, of)
     per kind of cell over them."""
     from lab.data import load_dataset
@@ -31,8 +30,9 @@ def probe_hits(run: Path, data: Path, limit: int = 400,
     model, _ = load_checkpoint(run / "model", device="cpu", dtype=torch.float32)
     weights = run / "last" / "scene_probe.pt"
     if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing: the run was trained without the scene probe, or "
-                              "its last/ folder was removed.")
+        raise CheckpointError(
+            f"{weights} is missing: the run was trained without the scene probe, or its last/ folder was removed."
+        )
     probe = SceneProbe(model.config, model.image_encoder.out_dim)
     try:
         state = torch.load(weights, map_location="cpu")
@@ -52,7 +52,7 @@ def probe_hits(run: Path, data: Path, limit: int = 400,
     totals: dict[str, tuple[int, int]] = {}
     items = list(scenes.items())
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         pixels = torch.stack([preprocess.load_image(path, model.config.image_size) for path, _ in chunk])
         with torch.no_grad():
             tokens = model.image_encoder(pixels)  # (N, P, C)

@@ -38,8 +38,9 @@ def scene_target(scene: dict | None) -> torch.Tensor | None:
         for col in range(3):
             target[word["row"] * 3 + col] = torch.tensor([KINDS.index("text"), 0])
     for shape in scene["shapes"]:
-        target[shape["row"] * 3 + shape["col"]] = torch.tensor([KINDS.index(shape["kind"]),
-                                                                COLORS.index(shape["color"])])
+        target[shape["row"] * 3 + shape["col"]] = torch.tensor(
+            [KINDS.index(shape["kind"]), COLORS.index(shape["color"])]
+        )
     return target
 
 
@@ -69,8 +70,9 @@ class SceneProbe(nn.Module):
     def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """image_tokens (N, P, C) from the image encoder; targets (N, 9, 2) from `scene_target`."""
         kinds, colors = self.logits(image_tokens)
-        return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + \
-            F.cross_entropy(colors.flatten(0, 1), targets[..., 1].flatten())
+        return F.cross_entropy(kinds.flatten(0, 1), targets[..., 0].flatten()) + F.cross_entropy(
+            colors.flatten(0, 1), targets[..., 1].flatten()
+        )
 
     @torch.no_grad()
     def hits(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> dict[str, tuple[int, int]]:
@@ -78,6 +80,8 @@ class SceneProbe(nn.Module):
         a shape, and the cells without one (empty or text)."""
         kinds, colors = (logits.argmax(-1) for logits in self.logits(image_tokens))  # (N, 9) each
         shaped = targets[..., 0] >= KINDS.index(SHAPES[0])
-        return {"shape kind": (int((kinds == targets[..., 0])[shaped].sum()), int(shaped.sum())),
-                "shape colour": (int((colors == targets[..., 1])[shaped].sum()), int(shaped.sum())),
-                "empty or text": (int((kinds == targets[..., 0])[~shaped].sum()), int((~shaped).sum()))}
+        return {
+            "shape kind": (int((kinds == targets[..., 0])[shaped].sum()), int(shaped.sum())),
+            "shape colour": (int((colors == targets[..., 1])[shaped].sum()), int(shaped.sum())),
+            "empty or text": (int((kinds == targets[..., 0])[~shaped].sum()), int((~shaped).sum())),
+        }

@@ -48,6 +48,7 @@ from lab.train_state import load_optimizer_state, load_probe_state, load_state, 
 @dataclass
 class Run:
     """What a run trains and with what, once set up (`set_up`)."""
+
     out: Path
     device: torch.device
     model: MultimodalModel
@@ -66,8 +67,9 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def start_model(cfg: TrainConfig, out: Path, device,
-                examples) -> tuple[MultimodalModel, ChatTokenizer, int, list[dict]]:
+def start_model(
+    cfg: TrainConfig, out: Path, device, examples
+) -> tuple[MultimodalModel, ChatTokenizer, int, list[dict]]:
     """(model, tokenizer, step, history) to go on from: this run's last/ state, else cfg.init_from's
     model, else a new model of cfg.preset with a tokenizer trained on the `examples`."""
     resumed = load_state(out, device)
@@ -76,11 +78,11 @@ def start_model(cfg: TrainConfig, out: Path, device,
         return resumed
     if cfg.init_from:
         model, tokenizer = load_checkpoint(Path(cfg.init_from) / "model", device=device, dtype=torch.float32)
-        print(f"Starting from {Path(cfg.init_from) / 'model'} (preset and model_overrides are not used)",
-              file=sys.stderr)
+        print(
+            f"Starting from {Path(cfg.init_from) / 'model'} (preset and model_overrides are not used)", file=sys.stderr
+        )
         return model, tokenizer, 0, []
-    texts = [t.text for e in examples for t in e.conversation.turns] + \
-            [e.conversation.system_prompt for e in examples]
+    texts = [t.text for e in examples for t in e.conversation.turns] + [e.conversation.system_prompt for e in examples]
     base = preset(cfg.preset, **cfg.model_overrides)
     tokenizer = ChatTokenizer.train(texts, vocab_size=base.vocab_size)
     model = MultimodalModel(dataclasses.replace(base, vocab_size=tokenizer.vocab_size)).to(device)
@@ -114,8 +116,11 @@ def set_up(cfg: TrainConfig) -> tuple[Run, int, list[dict]]:
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     model.train().requires_grad_(True)
     config = model.config
-    print(f"Model: {model.num_parameters() / 1e6:.2f} M parameters, {config.decoder} decoder, "
-          f"{config.fusion} fusion, on {device}", file=sys.stderr)
+    print(
+        f"Model: {model.num_parameters() / 1e6:.2f} M parameters, {config.decoder} decoder, "
+        f"{config.fusion} fusion, on {device}",
+        file=sys.stderr,
+    )
 
     cache = Path(cfg.data) / OBSERVATION_CACHE
     data = TrainSet.encode(cfg, train_examples, tokenizer, config, cache)
@@ -125,8 +130,11 @@ def set_up(cfg: TrainConfig) -> tuple[Run, int, list[dict]]:
         start = out if step else Path(cfg.init_from) if cfg.init_from else None  # a run to continue
         if start is not None:
             load_probe_state(probe, start, device)
-    grounding = AttentionGrounding(config, cfg.grounding_layer, cfg.grounding_head,
-                                   cfg.grounding_detach_keys) if cfg.grounding else None
+    grounding = (
+        AttentionGrounding(config, cfg.grounding_layer, cfg.grounding_head, cfg.grounding_detach_keys)
+        if cfg.grounding
+        else None
+    )
     heldout = encode_examples(heldout_examples, tokenizer, config, "encoding held-out", cache)[: cfg.eval_examples]
     optimizer = make_optimizer(cfg, model, probe)
     if step:
@@ -141,8 +149,9 @@ def train_step(cfg: TrainConfig, run: Run, step: int) -> tuple[float, float, flo
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.optimizer.zero_grad(set_to_none=True)
-    losses = accumulate_gradients(run.model, batch, run.device, run.probe, targets, run.grounding, queries,
-                                  cfg.grounding)
+    losses = accumulate_gradients(
+        run.model, batch, run.device, run.probe, targets, run.grounding, queries, cfg.grounding
+    )
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.optimizer.step()
     return lr, *losses
@@ -156,17 +165,23 @@ def run_steps(cfg: TrainConfig, run: Run, step: int, history: list[dict]) -> Non
     while step < cfg.steps:
         lr, loss, probe_loss, grounding_loss = train_step(cfg, run, step)
         step += 1
-        history.append({"step": step, "loss": round(loss, 5), "lr": lr}
-                       | ({"probe_loss": round(probe_loss, 5)} if probe_loss is not None else {})
-                       | ({"grounding_loss": round(grounding_loss, 5)} if grounding_loss is not None else {}))
+        history.append(
+            {"step": step, "loss": round(loss, 5), "lr": lr}
+            | ({"probe_loss": round(probe_loss, 5)} if probe_loss is not None else {})
+            | ({"grounding_loss": round(grounding_loss, 5)} if grounding_loss is not None else {})
+        )
         progress.update(1)
-        progress.set_postfix(loss=f"{loss:.3f}", **({"probe": f"{probe_loss:.3f}"} if probe_loss is not None else {}),
-                             **({"ground": f"{grounding_loss:.3f}"} if grounding_loss is not None else {}))
+        progress.set_postfix(
+            loss=f"{loss:.3f}",
+            **({"probe": f"{probe_loss:.3f}"} if probe_loss is not None else {}),
+            **({"ground": f"{grounding_loss:.3f}"} if grounding_loss is not None else {}),
+        )
         out_of_time = cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             heldout = evaluate_loss(run.model, run.heldout, cfg.batch_size, run.device)
-            history.append({"step": step, "heldout_loss": round(heldout, 5),
-                            "heldout_ppl": round(math.exp(heldout), 3)})
+            history.append(
+                {"step": step, "heldout_loss": round(heldout, 5), "heldout_ppl": round(math.exp(heldout), 3)}
+            )
             progress.write(f"step {step}: train {loss:.3f}, held-out {heldout:.3f} (ppl {math.exp(heldout):.2f})")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             save_state(run.out, run.model, run.tokenizer, run.optimizer, step, history, run.probe)
@@ -201,7 +216,8 @@ def _weights(text: str) -> dict:
         return {name.strip(): float(value) for name, value in (pair.split("=") for pair in text.split(","))}
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected SOURCE=WEIGHT pairs like scene=0.25,sound=2, not {text!r}") from None
+            f"expected SOURCE=WEIGHT pairs like scene=0.25,sound=2, not {text!r}"
+        ) from None
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -220,8 +236,13 @@ def parse_args(argv=None) -> TrainConfig:
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}
-    values.update({k: v for k, v in vars(args).items()
-                   if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    values.update(
+        {
+            k: v
+            for k, v in vars(args).items()
+            if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}
+        }
+    )
     overrides = dict(values.pop("model_overrides", {}))
     overrides.update({k: getattr(args, k) for k in ("decoder", "fusion") if getattr(args, k)})
     return TrainConfig(**values, model_overrides=overrides)

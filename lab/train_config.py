@@ -46,5 +46,7 @@ class TrainConfig:
         if not isinstance(self.scene_questions, int) or self.scene_questions < 1:
             raise InputError(f"scene_questions must be at least 1, not {self.scene_questions}")
         if self.grounding < 0 or (self.grounding and self.scene_questions < 2):
-            raise InputError(f"grounding must be >= 0 and needs scene_questions of 2 or more "
-                             f"(got grounding {self.grounding}, scene_questions {self.scene_questions})")
+            raise InputError(
+                f"grounding must be >= 0 and needs scene_questions of 2 or more "
+                f"(got grounding {self.grounding}, scene_questions {self.scene_questions})"
+            )

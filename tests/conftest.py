@@ -54,13 +54,15 @@ def run_tool(*args: str | Path, stdout=None) -> None:
     """Run an external tool; fail the test with a clear message if it is missing or fails."""
     tool = str(args[0])
     if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed; the test media need it "
-                    "(apt-get install espeak-ng sox libsox-fmt-all ffmpeg).", pytrace=False)
-    result = subprocess.run([str(a) for a in args], stdout=stdout or subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=120)
+        pytest.fail(
+            f"{tool} is not installed; the test media need it (apt-get install espeak-ng sox libsox-fmt-all ffmpeg).",
+            pytrace=False,
+        )
+    result = subprocess.run(
+        [str(a) for a in args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, timeout=120
+    )
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, args))} failed:\n{result.stderr.decode(errors='replace')}",
-                    pytrace=False)
+        pytest.fail(f"{' '.join(map(str, args))} failed:\n{result.stderr.decode(errors='replace')}", pytrace=False)
 
 
 def write_blank_png(path: Path, width: int, height: int) -> Path:
@@ -69,6 +71,7 @@ def write_blank_png(path: Path, width: int, height: int) -> Path:
     Rows of zeros compress about 1000:1, so a 100-megapixel image is a few kB on disk:
     exactly what a decompression bomb looks like.
     """
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + body))
         return struct.pack(">I", len(body)) + kind + body + crc
@@ -77,8 +80,7 @@ def write_blank_png(path: Path, width: int, height: int) -> Path:
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
-                     + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
 
 
@@ -262,9 +264,24 @@ def speech_webm_opus_48k(media_dir, speech_espeak_wav) -> Path:
     """WebM/Opus as MediaRecorder makes it: written to a pipe, so no duration in the header."""
     path = media_dir / "speech_48k.webm"
     with open(path, "wb") as out:
-        run_tool("ffmpeg", "-hide_banner", "-loglevel", "error", "-i", speech_espeak_wav,
-                 "-ar", "48000", "-c:a", "libopus", "-b:a", "32k", "-f", "webm", "pipe:1",
-                 stdout=out)
+        run_tool(
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            speech_espeak_wav,
+            "-ar",
+            "48000",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-f",
+            "webm",
+            "pipe:1",
+            stdout=out,
+        )
     return path
 
 
@@ -286,8 +303,7 @@ def speech_ogg_vorbis(media_dir, speech_espeak_wav) -> Path:
 @pytest.fixture(scope="session")
 def tone_wav(media_dir) -> Path:
     path = media_dir / "tone_440hz.wav"
-    run_tool("sox", "-D", "-n", "-r", "16000", "-c", "1", "-b", "16", path,
-             "synth", "1", "sine", "440")
+    run_tool("sox", "-D", "-n", "-r", "16000", "-c", "1", "-b", "16", path, "synth", "1", "sine", "440")
     return path
 
 

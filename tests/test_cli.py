@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_model, tiny_tokenizer
 
 from engine.loading import save_checkpoint
-from tiny_models import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,13 +21,29 @@ def model_dir(tmp_path_factory):
 
 def ask(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "launch.py", "ask", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "launch.py", "ask", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_ask_with_an_image_and_audio_streams_a_reply_and_a_json_summary(model_dir, image_png, speech_webm_opus_48k):
-    result = ask("--model", model_dir, "--image", image_png, "--audio", speech_webm_opus_48k,
-                 "--max-new-tokens", "12", "--json", "What is in the picture?")
+    result = ask(
+        "--model",
+        model_dir,
+        "--image",
+        image_png,
+        "--audio",
+        speech_webm_opus_48k,
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "What is in the picture?",
+    )
     assert result.returncode == 0, result.stderr
     *streamed, last = result.stdout.rstrip("\n").split("\n")
     summary = json.loads(last)
@@ -44,15 +60,20 @@ def test_ask_text_only_without_json_prints_just_the_reply(model_dir):
     assert not result.stdout.strip().startswith("{")
 
 
-@pytest.mark.parametrize("make_args, expected", [
-    (lambda d, m: ["--model", d, "--image", m / "nope.png", "hi"], "nope.png"),
-    (lambda d, m: ["--model", d, "--image", m / "corrupt.jpg", "hi"], "image"),
-    (lambda d, m: ["--model", d, "--audio", m / "not_audio.wav", "hi"], "audio"),
-    (lambda d, m: ["--model", d, ""], "Nothing to ask"),
-    (lambda d, m: ["--model", d, "--temperature", "-1", "hi"], "temperature"),
-    (lambda d, m: ["--model", m / "no_model_here", "hi"], "No model at"),
-])
-def test_bad_input_is_one_line_and_exit_status_2(model_dir, media_dir, image_corrupt, not_audio_wav, make_args, expected):
+@pytest.mark.parametrize(
+    "make_args, expected",
+    [
+        (lambda d, m: ["--model", d, "--image", m / "nope.png", "hi"], "nope.png"),
+        (lambda d, m: ["--model", d, "--image", m / "corrupt.jpg", "hi"], "image"),
+        (lambda d, m: ["--model", d, "--audio", m / "not_audio.wav", "hi"], "audio"),
+        (lambda d, m: ["--model", d, ""], "Nothing to ask"),
+        (lambda d, m: ["--model", d, "--temperature", "-1", "hi"], "temperature"),
+        (lambda d, m: ["--model", m / "no_model_here", "hi"], "No model at"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(
+    model_dir, media_dir, image_corrupt, not_audio_wav, make_args, expected
+):
     result = ask(*make_args(model_dir, media_dir))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

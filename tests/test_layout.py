@@ -59,10 +59,12 @@ def test_the_check_sees_imports_inside_functions(tmp_path, monkeypatch):
 
 def test_serving_a_turn_loads_no_lab_module():
     """Importing what `launch.py` serves with, and loading the shipped model, pulls in no lab module."""
-    code = ("import sys, launch, chat_app.serve, chat_app.app, chat_app.api, engine.backends.builtin, engine.ask\n"
-            "from engine.backends import load_backend\n"
-            "load_backend()\n"
-            "print(sorted(m for m in sys.modules if m == 'lab' or m.startswith('lab.')))")
+    code = (
+        "import sys, launch, chat_app.serve, chat_app.app, chat_app.api, engine.backends.builtin, engine.ask\n"
+        "from engine.backends import load_backend\n"
+        "load_backend()\n"
+        "print(sorted(m for m in sys.modules if m == 'lab' or m.startswith('lab.')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"

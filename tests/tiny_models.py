@@ -12,13 +12,16 @@ from engine.model import MultimodalModel
 from engine.tokenizer import ChatTokenizer
 
 CORPUS = [
-    "hello there, how are you today?", "I am fine, thank you very much.",
-    "What color is the circle? The circle is red.", "There are three squares and a blue star.",
-    "Is that speech or music? It sounds like speech.", "Ünïcödé tëxt, 日本語 and emoji 🎉 too.",
+    "hello there, how are you today?",
+    "I am fine, thank you very much.",
+    "What color is the circle? The circle is red.",
+    "There are three squares and a blue star.",
+    "Is that speech or music? It sounds like speech.",
+    "Ünïcödé tëxt, 日本語 and emoji 🎉 too.",
 ] * 20
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_tokenizer(vocab_size: int = 400) -> ChatTokenizer:
     return ChatTokenizer.train(CORPUS, vocab_size=vocab_size)
 

@@ -39,17 +39,34 @@ people: NotFound, InvalidInput, AttachmentRejected, ImportRejected, SchemaTooNew
 MediaRemoved. All methods are safe to call from many threads.
 """
 
-from chat_app.store.errors import (AttachmentRejected, ImportRejected, InvalidInput,
-                                   MediaRemoved, NotFound, SchemaTooNew, StoreError)
+from chat_app.store.errors import (
+    AttachmentRejected,
+    ImportRejected,
+    InvalidInput,
+    MediaRemoved,
+    NotFound,
+    SchemaTooNew,
+    StoreError,
+)
 from chat_app.store.limits import Limits
-from chat_app.store.records import (Attachment, Conversation, ConversationSummary,
-                                    ImportResult, Message, SearchHit, User)
+from chat_app.store.records import Attachment, Conversation, ConversationSummary, ImportResult, Message, SearchHit, User
 from chat_app.store.store import ConversationStore
 
 __all__ = [
-    "ConversationStore", "Limits",
-    "User", "Conversation", "ConversationSummary", "Message", "Attachment", "SearchHit",
+    "ConversationStore",
+    "Limits",
+    "User",
+    "Conversation",
+    "ConversationSummary",
+    "Message",
+    "Attachment",
+    "SearchHit",
     "ImportResult",
-    "StoreError", "NotFound", "InvalidInput", "AttachmentRejected", "ImportRejected",
-    "SchemaTooNew", "MediaRemoved",
+    "StoreError",
+    "NotFound",
+    "InvalidInput",
+    "AttachmentRejected",
+    "ImportRejected",
+    "SchemaTooNew",
+    "MediaRemoved",
 ]

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote
 
 from chat_app.store.errors import StoreError
@@ -42,13 +42,15 @@ def sqlite_path(url: str | Path) -> str:
         return text or MEMORY
     scheme, rest = text.split("://", 1)
     if scheme != "sqlite":
-        raise StoreError(f"Database URLs starting with {scheme}:// are not supported yet; "
-                         "use sqlite:///path/to/chat.db.")
+        raise StoreError(
+            f"Database URLs starting with {scheme}:// are not supported yet; use sqlite:///path/to/chat.db."
+        )
     if rest in ("", "/", "/" + MEMORY):
         return MEMORY
     if not rest.startswith("/"):
-        raise StoreError(f"The database URL {text!r} is malformed; "
-                         "use sqlite:///relative.db or sqlite:////absolute/path.db.")
+        raise StoreError(
+            f"The database URL {text!r} is malformed; use sqlite:///relative.db or sqlite:////absolute/path.db."
+        )
     return unquote(rest[1:].split("?", 1)[0])
 
 
@@ -72,8 +74,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         conn = None
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = FULL")

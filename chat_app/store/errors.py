@@ -1,12 +1,12 @@
 """Errors of the conversation store; each one's str() is a sentence a person can act on.
 
-    StoreError               base class: anything the store refuses or cannot do
-      NotFound               no such conversation/message/attachment *for this user*
-      InvalidInput           a bad argument (role, status, title, settings, user key...)
-        AttachmentRejected   media that is empty, too large or not a known image/audio format
-      ImportRejected         an export zip that fails validation; nothing was written
-      SchemaTooNew           the database was written by a newer version of the app
-      MediaRemoved           an attachment whose bytes retention already dropped
+StoreError               base class: anything the store refuses or cannot do
+  NotFound               no such conversation/message/attachment *for this user*
+  InvalidInput           a bad argument (role, status, title, settings, user key...)
+    AttachmentRejected   media that is empty, too large or not a known image/audio format
+  ImportRejected         an export zip that fails validation; nothing was written
+  SchemaTooNew           the database was written by a newer version of the app
+  MediaRemoved           an attachment whose bytes retention already dropped
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class SchemaTooNew(StoreError):
         super().__init__(
             f"The database {where} has schema version {found}, but this version of the app "
             f"only knows versions up to {known}. Upgrade the app (or point it at another "
-            "database); the database was left untouched.")
+            "database); the database was left untouched."
+        )
         self.found, self.known = found, known
 
 
@@ -55,5 +56,7 @@ class MediaRemoved(StoreError):
     """An attachment's bytes were dropped by the retention policy; its record remains."""
 
     def __init__(self, public_id: str) -> None:
-        super().__init__(f"The media of attachment {public_id!r} was removed by the retention "
-                         "policy; the message itself is still there.")
+        super().__init__(
+            f"The media of attachment {public_id!r} was removed by the retention "
+            "policy; the message itself is still there."
+        )

@@ -20,22 +20,37 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Union
 
 from chat_app.store.errors import AttachmentRejected
 from chat_app.store.limits import human_size
 
-MediaSource = Union[bytes, bytearray, memoryview, str, os.PathLike]
+MediaSource = bytes | bytearray | memoryview | str | os.PathLike
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
-IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
-               "image/heic", "image/heif", "image/avif")
-AUDIO_MIMES = ("audio/wav", "audio/flac", "audio/ogg", "audio/webm", "audio/mpeg",
-               "audio/aac", "audio/mp4")
-_HEIF_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"hevc": "image/heic",
-                b"hevx": "image/heic", b"heim": "image/heic", b"heis": "image/heic",
-                b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif"}
+IMAGE_MIMES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/heic",
+    "image/heif",
+    "image/avif",
+)
+AUDIO_MIMES = ("audio/wav", "audio/flac", "audio/ogg", "audio/webm", "audio/mpeg", "audio/aac", "audio/mp4")
+_HEIF_BRANDS = {
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"hevc": "image/heic",
+    b"hevx": "image/heic",
+    b"heim": "image/heic",
+    b"heis": "image/heic",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif",
+    b"avif": "image/avif",
+}
 _BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
 
 
@@ -73,8 +88,7 @@ def sniff_mime(kind: str, data: bytes, declared: str | None = None) -> str:
         raise AttachmentRejected(f"An {kind} attachment cannot have the type {declared!r}.")
     mime = _sniff(bytes(data[:32]))
     if mime is None or not mime.startswith(kind + "/"):
-        formats = "PNG, JPEG, GIF, WebP, BMP, HEIC" if kind == "image" else \
-            "WAV, FLAC, OGG/Opus, WebM, MP3, AAC, M4A"
+        formats = "PNG, JPEG, GIF, WebP, BMP, HEIC" if kind == "image" else "WAV, FLAC, OGG/Opus, WebM, MP3, AAC, M4A"
         raise AttachmentRejected(f"The {kind} is not in a format the app keeps ({formats}).")
     return mime
 
@@ -87,19 +101,20 @@ def read_source(source: MediaSource, limit: int) -> bytes:
         path = Path(source)
         try:
             if path.stat().st_size > limit:
-                raise AttachmentRejected(f"The file {path.name} is larger than the "
-                                         f"{human_size(limit)} an attachment may be.")
+                raise AttachmentRejected(
+                    f"The file {path.name} is larger than the {human_size(limit)} an attachment may be."
+                )
             data = path.read_bytes()
         except OSError as exc:
-            raise AttachmentRejected(f"The file {path.name} cannot be read ({exc.strerror}).")
+            raise AttachmentRejected(f"The file {path.name} cannot be read ({exc.strerror}).") from exc
     else:
-        raise AttachmentRejected(f"An attachment must be bytes or a file path, "
-                                 f"not {type(source).__name__}.")
+        raise AttachmentRejected(f"An attachment must be bytes or a file path, not {type(source).__name__}.")
     if not data:
         raise AttachmentRejected("An attachment is empty (0 bytes).")
     if len(data) > limit:
-        raise AttachmentRejected(f"An attachment of {human_size(len(data))} is larger than "
-                                 f"the {human_size(limit)} allowed.")
+        raise AttachmentRejected(
+            f"An attachment of {human_size(len(data))} is larger than the {human_size(limit)} allowed."
+        )
     return data
 
 

@@ -22,7 +22,7 @@ import time
 from typing import NamedTuple
 
 from chat_app.store.database import Database
-from chat_app.store.errors import StoreError, SchemaTooNew
+from chat_app.store.errors import SchemaTooNew, StoreError
 
 
 class Migration(NamedTuple):
@@ -107,8 +107,7 @@ _CREATE_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 def current_version(conn: sqlite3.Connection) -> int:
     """The highest migration recorded (0 for a new, empty database)."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                          "AND name = 'schema_migrations'").fetchone()
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
     if not exists:
         return 0
     return conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
@@ -135,6 +134,8 @@ def migrate(db: Database) -> int:
             if migration.version > found:
                 for statement in migration.statements:
                     conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations (version, name, applied) "
-                             "VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
+                )
     return LATEST

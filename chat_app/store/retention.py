@@ -19,7 +19,7 @@ import sqlite3
 import time
 
 from chat_app.store.database import Database
-from chat_app.store.media import Blobs, SHA256_RE
+from chat_app.store.media import SHA256_RE, Blobs
 from chat_app.store.rows import user_id
 
 DAY_S = 86_400.0
@@ -31,13 +31,17 @@ def shas_under(conn: sqlite3.Connection, where: str, params: tuple) -> set[str]:
     rows = conn.execute(
         "SELECT DISTINCT a.sha256 FROM attachments a JOIN messages m ON m.id = a.message_id "
         "JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = c.user_id "
-        f"WHERE {where}", params)
+        f"WHERE {where}",
+        params,
+    )
     return {row[0] for row in rows}
 
 
 def _is_live(conn: sqlite3.Connection, sha256: str) -> bool:
-    return conn.execute("SELECT 1 FROM attachments WHERE sha256 = ? AND removed IS NULL "
-                        "LIMIT 1", (sha256,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM attachments WHERE sha256 = ? AND removed IS NULL LIMIT 1", (sha256,)).fetchone()
+        is not None
+    )
 
 
 def collect_blobs(db: Database, blobs: Blobs, candidates: set[str]) -> int:
@@ -53,8 +57,7 @@ def collect_blobs(db: Database, blobs: Blobs, candidates: set[str]) -> int:
     return deleted
 
 
-def drop_media_older_than(db: Database, blobs: Blobs, days: float,
-                          user_key: str | None = None) -> int:
+def drop_media_older_than(db: Database, blobs: Blobs, days: float, user_key: str | None = None) -> int:
     """Mark the attachments of messages older than `days` removed and delete their bytes
     (unless a newer attachment still uses them). Message text and transcripts stay.
     Applies to every user, or to one when `user_key` is given. Returns attachments dropped."""
@@ -68,7 +71,9 @@ def drop_media_older_than(db: Database, blobs: Blobs, days: float,
             "UPDATE attachments SET removed = ? WHERE id IN (SELECT a.id FROM attachments a "
             "JOIN messages m ON m.id = a.message_id JOIN conversations c "
             "ON c.id = m.conversation_id JOIN users u ON u.id = c.user_id "
-            f"WHERE {where})", (time.time(),) + params).rowcount
+            f"WHERE {where})",
+            (time.time(),) + params,
+        ).rowcount
     collect_blobs(db, blobs, shas)
     return dropped
 

@@ -44,8 +44,7 @@ def check_text(value: object, what: str, limit: int, optional: bool = False) -> 
     if not isinstance(value, str):
         raise InvalidInput(f"The {what} must be a string, not {type(value).__name__}.")
     if len(value) > limit:
-        raise InvalidInput(f"The {what} is {len(value):,} characters long; "
-                           f"the limit is {limit:,}.")
+        raise InvalidInput(f"The {what} is {len(value):,} characters long; the limit is {limit:,}.")
     return value
 
 
@@ -58,8 +57,7 @@ def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
 def check_number(value: object, what: str, optional: bool = True) -> None:
     if value is None and optional:
         return
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not 0 <= value < float("inf")):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < float("inf"):
         raise InvalidInput(f"The {what} must be a number of at least 0.")
 
 
@@ -79,7 +77,7 @@ def auto_title(text: str | None, fallback: str) -> str:
         return fallback
     if len(words) <= AUTO_TITLE_CHARS:
         return words
-    return words[:AUTO_TITLE_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,.;:") + "…"
+    return words[: AUTO_TITLE_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,.;:") + "…"
 
 
 def to_json(settings: object, what: str = "settings") -> str | None:
@@ -89,8 +87,7 @@ def to_json(settings: object, what: str = "settings") -> str | None:
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         settings = dataclasses.asdict(settings)
     if not isinstance(settings, Mapping):
-        raise InvalidInput(f"The {what} must be a mapping or a dataclass, "
-                           f"not {type(settings).__name__}.")
+        raise InvalidInput(f"The {what} must be a mapping or a dataclass, not {type(settings).__name__}.")
     try:
         return json.dumps(dict(settings), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -106,16 +103,16 @@ def from_json(text: str | None) -> dict[str, Any] | None:
 
 def user_id(conn: sqlite3.Connection, user_key: str, create: bool = False) -> int | None:
     if create:
-        conn.execute("INSERT OR IGNORE INTO users (user_key, created) VALUES (?, ?)",
-                     (user_key, now()))
+        conn.execute("INSERT OR IGNORE INTO users (user_key, created) VALUES (?, ?)", (user_key, now()))
     row = conn.execute("SELECT id FROM users WHERE user_key = ?", (user_key,)).fetchone()
     return row[0] if row else None
 
 
 def owned_conversation(conn: sqlite3.Connection, user_key: str, public_id: object) -> sqlite3.Row:
     row = conn.execute(
-        "SELECT c.* FROM conversations c JOIN users u ON u.id = c.user_id "
-        "WHERE c.public_id = ? AND u.user_key = ?", (str(public_id), user_key)).fetchone()
+        "SELECT c.* FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.public_id = ? AND u.user_key = ?",
+        (str(public_id), user_key),
+    ).fetchone()
     if row is None:
         raise NotFound("conversation", public_id)
     return row
@@ -125,7 +122,9 @@ def owned_message(conn: sqlite3.Connection, user_key: str, public_id: object) ->
     row = conn.execute(
         "SELECT m.*, c.public_id AS conversation_public_id FROM messages m "
         "JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = c.user_id "
-        "WHERE m.public_id = ? AND u.user_key = ?", (str(public_id), user_key)).fetchone()
+        "WHERE m.public_id = ? AND u.user_key = ?",
+        (str(public_id), user_key),
+    ).fetchone()
     if row is None:
         raise NotFound("message", public_id)
     return row
@@ -135,7 +134,9 @@ def owned_attachment(conn: sqlite3.Connection, user_key: str, public_id: object)
     row = conn.execute(
         "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id "
         "JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = c.user_id "
-        "WHERE a.public_id = ? AND u.user_key = ?", (str(public_id), user_key)).fetchone()
+        "WHERE a.public_id = ? AND u.user_key = ?",
+        (str(public_id), user_key),
+    ).fetchone()
     if row is None:
         raise NotFound("attachment", public_id)
     return row
@@ -145,36 +146,55 @@ def owned_attachment(conn: sqlite3.Connection, user_key: str, public_id: object)
 
 
 def attachment_record(row: sqlite3.Row) -> Attachment:
-    return Attachment(id=row["public_id"], kind=row["kind"], mime=row["mime"], size=row["size"],
-                      sha256=row["sha256"], created=row["created"],
-                      removed=row["removed"] is not None)
+    return Attachment(
+        id=row["public_id"],
+        kind=row["kind"],
+        mime=row["mime"],
+        size=row["size"],
+        sha256=row["sha256"],
+        created=row["created"],
+        removed=row["removed"] is not None,
+    )
 
 
-def message_record(row: sqlite3.Row, conversation_public_id: str,
-                   attachments: tuple[Attachment, ...] = ()) -> Message:
-    return Message(id=row["public_id"], conversation_id=conversation_public_id,
-                   role=row["role"], text=row["text"], transcript=row["transcript"],
-                   status=row["status"], model=row["model"],
-                   settings=from_json(row["settings"]), latency_ms=row["latency_ms"],
-                   tokens=row["tokens"], feedback=row["feedback"], created=row["created"],
-                   attachments=attachments)
+def message_record(row: sqlite3.Row, conversation_public_id: str, attachments: tuple[Attachment, ...] = ()) -> Message:
+    return Message(
+        id=row["public_id"],
+        conversation_id=conversation_public_id,
+        role=row["role"],
+        text=row["text"],
+        transcript=row["transcript"],
+        status=row["status"],
+        model=row["model"],
+        settings=from_json(row["settings"]),
+        latency_ms=row["latency_ms"],
+        tokens=row["tokens"],
+        feedback=row["feedback"],
+        created=row["created"],
+        attachments=attachments,
+    )
 
 
 def messages_of(conn: sqlite3.Connection, conversation: sqlite3.Row) -> tuple[Message, ...]:
     """Every message of a conversation row, in order, with its attachments."""
     attachments: dict[int, list[Attachment]] = {}
     for row in conn.execute(
-            "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id "
-            "WHERE m.conversation_id = ? ORDER BY a.message_id, a.position",
-            (conversation["id"],)):
+        "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id "
+        "WHERE m.conversation_id = ? ORDER BY a.message_id, a.position",
+        (conversation["id"],),
+    ):
         attachments.setdefault(row["message_id"], []).append(attachment_record(row))
-    rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY position",
-                        (conversation["id"],))
-    return tuple(message_record(row, conversation["public_id"],
-                                tuple(attachments.get(row["id"], ()))) for row in rows)
+    rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conversation["id"],))
+    return tuple(message_record(row, conversation["public_id"], tuple(attachments.get(row["id"], ()))) for row in rows)
 
 
 def conversation_record(conn: sqlite3.Connection, row: sqlite3.Row) -> Conversation:
-    return Conversation(id=row["public_id"], title=row["title"], model=row["model"],
-                        settings=from_json(row["settings"]) or {}, created=row["created"],
-                        updated=row["updated"], messages=messages_of(conn, row))
+    return Conversation(
+        id=row["public_id"],
+        title=row["title"],
+        model=row["model"],
+        settings=from_json(row["settings"]) or {},
+        created=row["created"],
+        updated=row["updated"],
+        messages=messages_of(conn, row),
+    )

@@ -57,15 +57,23 @@ def fts_query(text: str) -> str:
     return " ".join(terms[:MAX_TERMS])
 
 
-def search(conn: sqlite3.Connection, user_key: str, query: str, limit: int = 20,
-           highlight: tuple[str, str] = ("**", "**")) -> list[SearchHit]:
+def search(
+    conn: sqlite3.Connection, user_key: str, query: str, limit: int = 20, highlight: tuple[str, str] = ("**", "**")
+) -> list[SearchHit]:
     """The user's messages matching `query`, best first."""
     expression = fts_query(query)
     if not expression or limit < 1:
         return []
-    rows = conn.execute(_SEARCH_SQL, (highlight[0], highlight[1], expression, user_key,
-                                      limit)).fetchall()
-    return [SearchHit(conversation_id=row["conversation_id"],
-                      conversation_title=row["conversation_title"],
-                      message_id=row["message_id"], role=row["role"], snippet=row["snippet"],
-                      score=-row["rank"], created=row["created"]) for row in rows]
+    rows = conn.execute(_SEARCH_SQL, (highlight[0], highlight[1], expression, user_key, limit)).fetchall()
+    return [
+        SearchHit(
+            conversation_id=row["conversation_id"],
+            conversation_title=row["conversation_title"],
+            message_id=row["message_id"],
+            role=row["role"],
+            snippet=row["snippet"],
+            score=-row["rank"],
+            created=row["created"],
+        )
+        for row in rows
+    ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from chat_app.store import retention, rows, transfer
 from chat_app.store import search as fts
@@ -21,8 +22,17 @@ from chat_app.store.errors import AttachmentRejected, InvalidInput, MediaRemoved
 from chat_app.store.limits import Limits
 from chat_app.store.media import Blobs, MediaSource, read_source, sniff_mime
 from chat_app.store.migrations import migrate
-from chat_app.store.records import (FEEDBACK, FINAL_STATUSES, ROLES, Conversation,
-                                    ConversationSummary, ImportResult, Message, SearchHit, User)
+from chat_app.store.records import (
+    FEEDBACK,
+    FINAL_STATUSES,
+    ROLES,
+    Conversation,
+    ConversationSummary,
+    ImportResult,
+    Message,
+    SearchHit,
+    User,
+)
 
 NewAttachment = tuple[str, str | None, MediaSource]  # (kind, mime or None, bytes or a path)
 
@@ -34,16 +44,27 @@ WHERE u.user_key = ? ORDER BY c.updated DESC, c.id DESC LIMIT ? OFFSET ?
 
 
 def _summary(row: sqlite3.Row, message_count: int) -> ConversationSummary:
-    return ConversationSummary(id=row["public_id"], title=row["title"], model=row["model"],
-                               created=row["created"], updated=row["updated"],
-                               message_count=message_count)
+    return ConversationSummary(
+        id=row["public_id"],
+        title=row["title"],
+        model=row["model"],
+        created=row["created"],
+        updated=row["updated"],
+        message_count=message_count,
+    )
 
 
 class ConversationStore:
     """Users, conversations, messages and attachments in SQLite + content-addressed files."""
 
-    def __init__(self, data_dir: str | os.PathLike, database_url: str | None = None, *,
-                 limits: Limits = Limits(), recover: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        database_url: str | None = None,
+        *,
+        limits: Limits = Limits(),
+        recover: bool = True,
+    ) -> None:
         """Open (creating and migrating as needed) the store kept in `data_dir`.
 
         `database_url` defaults to sqlite:///<data_dir>/chat.db; media go to <data_dir>/media.
@@ -65,8 +86,7 @@ class ConversationStore:
 
     def _recover(self) -> int:
         with self.db.write() as conn:
-            return conn.execute("UPDATE messages SET status = 'interrupted' "
-                                "WHERE status = 'streaming'").rowcount
+            return conn.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'").rowcount
 
     def close(self) -> None:
         self.db.close()
@@ -89,9 +109,9 @@ class ConversationStore:
 
     # ------------------------------------------------------------------------- conversations
 
-    def create_conversation(self, user_key: str, title: str | None = None,
-                            model: str | None = None, settings: object = None
-                            ) -> ConversationSummary:
+    def create_conversation(
+        self, user_key: str, title: str | None = None, model: str | None = None, settings: object = None
+    ) -> ConversationSummary:
         """A new, empty conversation; without a title, the first user message names it."""
         rows.check_user_key(user_key)
         title = "" if title is None else rows.clean_title(title)
@@ -100,14 +120,15 @@ class ConversationStore:
         public_id, now = rows.new_id(), rows.now()
         with self.db.write() as conn:
             uid = rows.user_id(conn, user_key, create=True)
-            conn.execute("INSERT INTO conversations (public_id, user_id, title, model, settings, "
-                         "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (public_id, uid, title, model, settings_json, now, now))
+            conn.execute(
+                "INSERT INTO conversations (public_id, user_id, title, model, settings, "
+                "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (public_id, uid, title, model, settings_json, now, now),
+            )
             row = rows.owned_conversation(conn, user_key, public_id)
         return _summary(row, 0)
 
-    def list_conversations(self, user_key: str, limit: int = 100,
-                           offset: int = 0) -> list[ConversationSummary]:
+    def list_conversations(self, user_key: str, limit: int = 100, offset: int = 0) -> list[ConversationSummary]:
         """The user's conversations, most recently updated first."""
         with self.db.read() as conn:
             found = conn.execute(_SUMMARY_SQL, (user_key, limit, offset)).fetchall()
@@ -123,8 +144,7 @@ class ConversationStore:
         title = rows.clean_title(title)
         with self.db.write() as conn:
             row = rows.owned_conversation(conn, user_key, conversation_id)
-            conn.execute("UPDATE conversations SET title = ?, updated = ? WHERE id = ?",
-                         (title, rows.now(), row["id"]))
+            conn.execute("UPDATE conversations SET title = ?, updated = ? WHERE id = ?", (title, rows.now(), row["id"]))
 
     def delete_conversation(self, user_key: str, conversation_id: str) -> None:
         """Delete a conversation, its messages and the media no one else uses."""
@@ -146,39 +166,52 @@ class ConversationStore:
             prepared.append((kind, sniff_mime(kind, data, mime), data))
         return prepared
 
-    def _insert_attachments(self, conn: sqlite3.Connection, message_rowid: int,
-                            prepared: list[tuple[str, str, bytes]]) -> None:
+    def _insert_attachments(
+        self, conn: sqlite3.Connection, message_rowid: int, prepared: list[tuple[str, str, bytes]]
+    ) -> None:
         created: list[str] = []
         try:
             for position, (kind, mime, data) in enumerate(prepared):
                 sha, new = self.blobs.put(data)
                 if new:
                     created.append(sha)
-                conn.execute("INSERT INTO attachments (public_id, message_id, position, kind, "
-                             "mime, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (rows.new_id(), message_rowid, position, kind, mime, len(data),
-                              sha, rows.now()))
+                conn.execute(
+                    "INSERT INTO attachments (public_id, message_id, position, kind, "
+                    "mime, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rows.new_id(), message_rowid, position, kind, mime, len(data), sha, rows.now()),
+                )
         except BaseException:
             for sha in created:  # still inside the transaction: no one else can use them yet
                 self.blobs.delete(sha)
             raise
 
-    def _insert_message(self, conn: sqlite3.Connection, conversation: sqlite3.Row,
-                        values: dict) -> int:
-        position = conn.execute("SELECT coalesce(max(position), -1) + 1 FROM messages "
-                                "WHERE conversation_id = ?", (conversation["id"],)).fetchone()[0]
-        values = dict(values, public_id=rows.new_id(), conversation_id=conversation["id"],
-                      position=position, created=rows.now())
-        cursor = conn.execute(f"INSERT INTO messages ({', '.join(values)}) "
-                              f"VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
-        conn.execute("UPDATE conversations SET updated = ? WHERE id = ?",
-                     (values["created"], conversation["id"]))
+    def _insert_message(self, conn: sqlite3.Connection, conversation: sqlite3.Row, values: dict) -> int:
+        position = conn.execute(
+            "SELECT coalesce(max(position), -1) + 1 FROM messages WHERE conversation_id = ?", (conversation["id"],)
+        ).fetchone()[0]
+        values = dict(
+            values, public_id=rows.new_id(), conversation_id=conversation["id"], position=position, created=rows.now()
+        )
+        cursor = conn.execute(
+            f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()),
+        )
+        conn.execute("UPDATE conversations SET updated = ? WHERE id = ?", (values["created"], conversation["id"]))
         return cursor.lastrowid
 
-    def append_message(self, user_key: str, conversation_id: str, role: str, text: str = "",
-                       *, transcript: str | None = None,
-                       attachments: Iterable[NewAttachment] = (), status: str = "complete",
-                       model: str | None = None, settings: object = None) -> Message:
+    def append_message(
+        self,
+        user_key: str,
+        conversation_id: str,
+        role: str,
+        text: str = "",
+        *,
+        transcript: str | None = None,
+        attachments: Iterable[NewAttachment] = (),
+        status: str = "complete",
+        model: str | None = None,
+        settings: object = None,
+    ) -> Message:
         """Add a finished message; attachments are (kind, mime or None, bytes or path).
 
         The first user message of an untitled conversation gives it its title.
@@ -188,8 +221,9 @@ class ConversationStore:
         rows.check_text(text, "message text", self.limits.max_text_chars)
         rows.check_text(transcript, "transcript", self.limits.max_text_chars, optional=True)
         rows.check_text(model, "model name", 500, optional=True)
-        values = dict(role=role, text=text, transcript=transcript, status=status, model=model,
-                      settings=rows.to_json(settings))
+        values = dict(
+            role=role, text=text, transcript=transcript, status=status, model=model, settings=rows.to_json(settings)
+        )
         prepared = self._prepare(attachments)
         with self.db.write() as conn:
             conversation = rows.owned_conversation(conn, user_key, conversation_id)
@@ -197,26 +231,30 @@ class ConversationStore:
             self._insert_attachments(conn, rowid, prepared)
             if role == "user" and not conversation["title"]:
                 fallback = {"image": "Image", "audio": "Voice message"}.get(
-                    prepared[0][0] if prepared else "", "New conversation")
-                conn.execute("UPDATE conversations SET title = ? WHERE id = ?",
-                             (rows.auto_title(text or transcript, fallback), conversation["id"]))
+                    prepared[0][0] if prepared else "", "New conversation"
+                )
+                conn.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ?",
+                    (rows.auto_title(text or transcript, fallback), conversation["id"]),
+                )
             return self._message(conn, user_key, rowid)
 
     def _message(self, conn: sqlite3.Connection, user_key: str, rowid: int) -> Message:
-        public_id = conn.execute("SELECT public_id FROM messages WHERE id = ?",
-                                 (rowid,)).fetchone()[0]
+        public_id = conn.execute("SELECT public_id FROM messages WHERE id = ?", (rowid,)).fetchone()[0]
         row = rows.owned_message(conn, user_key, public_id)
-        attachments = tuple(rows.attachment_record(a) for a in conn.execute(
-            "SELECT * FROM attachments WHERE message_id = ? ORDER BY position", (rowid,)))
+        attachments = tuple(
+            rows.attachment_record(a)
+            for a in conn.execute("SELECT * FROM attachments WHERE message_id = ? ORDER BY position", (rowid,))
+        )
         return rows.message_record(row, row["conversation_public_id"], attachments)
 
     def get_message(self, user_key: str, message_id: str) -> Message:
         with self.db.read() as conn:
-            return self._message(conn, user_key, rows.owned_message(conn, user_key,
-                                                                    message_id)["id"])
+            return self._message(conn, user_key, rows.owned_message(conn, user_key, message_id)["id"])
 
-    def begin_reply(self, user_key: str, conversation_id: str, model: str | None = None,
-                    settings: object = None) -> str:
+    def begin_reply(
+        self, user_key: str, conversation_id: str, model: str | None = None, settings: object = None
+    ) -> str:
         """Start an assistant reply (status "streaming", empty text); returns its message id.
 
         Model and settings default to the conversation's.
@@ -225,18 +263,23 @@ class ConversationStore:
         settings_json = rows.to_json(settings)
         with self.db.write() as conn:
             conversation = rows.owned_conversation(conn, user_key, conversation_id)
-            rowid = self._insert_message(conn, conversation, dict(
-                role="assistant", text="", status="streaming",
-                model=model if model is not None else conversation["model"],
-                settings=settings_json if settings_json is not None else conversation["settings"]))
-            return conn.execute("SELECT public_id FROM messages WHERE id = ?",
-                                (rowid,)).fetchone()[0]
+            rowid = self._insert_message(
+                conn,
+                conversation,
+                dict(
+                    role="assistant",
+                    text="",
+                    status="streaming",
+                    model=model if model is not None else conversation["model"],
+                    settings=settings_json if settings_json is not None else conversation["settings"],
+                ),
+            )
+            return conn.execute("SELECT public_id FROM messages WHERE id = ?", (rowid,)).fetchone()[0]
 
     def _streaming(self, conn: sqlite3.Connection, user_key: str, message_id: str) -> sqlite3.Row:
         row = rows.owned_message(conn, user_key, message_id)
         if row["status"] != "streaming":
-            raise InvalidInput(f"The reply {message_id!r} has already ended "
-                               f"(status {row['status']!r}).")
+            raise InvalidInput(f"The reply {message_id!r} has already ended (status {row['status']!r}).")
         return row
 
     def update_reply(self, user_key: str, message_id: str, text: str) -> None:
@@ -250,9 +293,17 @@ class ConversationStore:
             row = self._streaming(conn, user_key, message_id)
             conn.execute("UPDATE messages SET text = ? WHERE id = ?", (text, row["id"]))
 
-    def finish_reply(self, user_key: str, message_id: str, text: str, status: str = "complete",
-                     *, latency_ms: float | None = None, tokens: int | None = None,
-                     attachments: Iterable[NewAttachment] = ()) -> Message:
+    def finish_reply(
+        self,
+        user_key: str,
+        message_id: str,
+        text: str,
+        status: str = "complete",
+        *,
+        latency_ms: float | None = None,
+        tokens: int | None = None,
+        attachments: Iterable[NewAttachment] = (),
+    ) -> Message:
         """End a streaming reply with its final text and status (complete, interrupted or
         error); committed before this returns."""
         rows.check_choice(status, "status", FINAL_STATUSES)
@@ -262,10 +313,11 @@ class ConversationStore:
         prepared = self._prepare(attachments)
         with self.db.write() as conn:
             row = self._streaming(conn, user_key, message_id)
-            conn.execute("UPDATE messages SET text = ?, status = ?, latency_ms = ?, tokens = ? "
-                         "WHERE id = ?", (text, status, latency_ms, tokens, row["id"]))
-            conn.execute("UPDATE conversations SET updated = ? WHERE id = ?",
-                         (rows.now(), row["conversation_id"]))
+            conn.execute(
+                "UPDATE messages SET text = ?, status = ?, latency_ms = ?, tokens = ? WHERE id = ?",
+                (text, status, latency_ms, tokens, row["id"]),
+            )
+            conn.execute("UPDATE conversations SET updated = ? WHERE id = ?", (rows.now(), row["conversation_id"]))
             self._insert_attachments(conn, row["id"], prepared)
             return self._message(conn, user_key, row["id"])
 
@@ -284,8 +336,7 @@ class ConversationStore:
             params = (row["conversation_id"], row["position"])
             shas = retention.shas_under(conn, where, params)
             count = conn.execute(f"DELETE FROM messages AS m WHERE {where}", params).rowcount
-            conn.execute("UPDATE conversations SET updated = ? WHERE id = ?",
-                         (rows.now(), row["conversation_id"]))
+            conn.execute("UPDATE conversations SET updated = ? WHERE id = ?", (rows.now(), row["conversation_id"]))
         retention.collect_blobs(self.db, self.blobs, shas)
         return count
 
@@ -315,22 +366,23 @@ class ConversationStore:
 
     # ------------------------------------------------------------------------- search
 
-    def search(self, user_key: str, query: str, limit: int = 20,
-               highlight: tuple[str, str] = ("**", "**")) -> list[SearchHit]:
+    def search(
+        self, user_key: str, query: str, limit: int = 20, highlight: tuple[str, str] = ("**", "**")
+    ) -> list[SearchHit]:
         """The user's messages (text or transcript) matching `query`, best first."""
         with self.db.read() as conn:
             return fts.search(conn, user_key, query, limit, highlight)
 
     # ------------------------------------------------------------------------- export/import
 
-    def export_zip(self, user_key: str, destination: str | os.PathLike | BinaryIO,
-                   conversation_id: str | None = None) -> int:
+    def export_zip(
+        self, user_key: str, destination: str | os.PathLike | BinaryIO, conversation_id: str | None = None
+    ) -> int:
         """Write one conversation (or all of the user's) as a self-contained zip; returns
         the number of conversations written."""
         return transfer.export_zip(self.db, self.blobs, user_key, destination, conversation_id)
 
-    def import_zip(self, user_key: str, source: str | os.PathLike | bytes | BinaryIO
-                   ) -> ImportResult:
+    def import_zip(self, user_key: str, source: str | os.PathLike | bytes | BinaryIO) -> ImportResult:
         """Add the conversations of an export zip to this user's (new ids; duplicates
         skipped). Validates everything first: ImportRejected leaves the store unchanged."""
         rows.check_user_key(user_key)

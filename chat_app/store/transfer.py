@@ -26,14 +26,15 @@ import secrets
 import sqlite3
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from chat_app.store.database import Database
 from chat_app.store.errors import ImportRejected, StoreError
 from chat_app.store.limits import Limits, human_size
 from chat_app.store.manifest import build_manifest, content_hash, media_name, parse_manifest
-from chat_app.store.media import Blobs, SHA256_RE, sniff_mime
+from chat_app.store.media import SHA256_RE, Blobs, sniff_mime
 from chat_app.store.records import ImportResult
 from chat_app.store.rows import conversation_record, new_id, owned_conversation, user_id
 
@@ -53,8 +54,7 @@ def _write_zip(out: BinaryIO, conversations: list, blobs: Blobs) -> None:
                     if item.removed or item.sha256 in available:
                         continue
                     try:  # images and audio are compressed already: store them as they are
-                        archive.write(blobs.path(item.sha256), media_name(item.sha256),
-                                      zipfile.ZIP_STORED)
+                        archive.write(blobs.path(item.sha256), media_name(item.sha256), zipfile.ZIP_STORED)
                     except FileNotFoundError:  # dropped meanwhile: exported as removed
                         continue
                     available.add(item.sha256)
@@ -62,17 +62,23 @@ def _write_zip(out: BinaryIO, conversations: list, blobs: Blobs) -> None:
         archive.writestr(MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))
 
 
-def export_zip(db: Database, blobs: Blobs, user_key: str,
-               destination: str | os.PathLike | BinaryIO, conversation_id: str | None = None
-               ) -> int:
+def export_zip(
+    db: Database,
+    blobs: Blobs,
+    user_key: str,
+    destination: str | os.PathLike | BinaryIO,
+    conversation_id: str | None = None,
+) -> int:
     """Write the user's conversations (or one) to `destination`; returns how many."""
     with db.read() as conn:
         if conversation_id is not None:
             found = [owned_conversation(conn, user_key, conversation_id)]
         else:
-            found = conn.execute("SELECT c.* FROM conversations c JOIN users u ON "
-                                 "u.id = c.user_id WHERE u.user_key = ? ORDER BY c.created, c.id",
-                                 (user_key,)).fetchall()
+            found = conn.execute(
+                "SELECT c.* FROM conversations c JOIN users u ON "
+                "u.id = c.user_id WHERE u.user_key = ? ORDER BY c.created, c.id",
+                (user_key,),
+            ).fetchall()
         conversations = [conversation_record(conn, row) for row in found]
     if not isinstance(destination, (str, os.PathLike)):
         _write_zip(destination, conversations, blobs)
@@ -105,8 +111,9 @@ def _open_zip(source: str | os.PathLike | bytes | BinaryIO, limits: Limits) -> z
     else:
         size = source.seek(0, io.SEEK_END) - source.seek(0)
     if size > limits.max_import_bytes:
-        raise ImportRejected(f"the file is {human_size(size)}; at most "
-                             f"{human_size(limits.max_import_bytes)} can be imported.")
+        raise ImportRejected(
+            f"the file is {human_size(size)}; at most {human_size(limits.max_import_bytes)} can be imported."
+        )
     try:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
@@ -119,18 +126,17 @@ def _check_name(name: str) -> None:
     if name.startswith("/") or _DRIVE_RE.match(name):
         raise ImportRejected(f"it contains a file with an absolute path, {name[:100]!r}.")
     if ".." in name.split("/"):
-        raise ImportRejected(f"it contains a file named {name[:100]!r} that points "
-                             "outside the archive ('..').")
+        raise ImportRejected(f"it contains a file named {name[:100]!r} that points outside the archive ('..').")
     if name != MANIFEST and not (name.startswith("media/") and SHA256_RE.fullmatch(name[6:])):
-        raise ImportRejected(f"it contains an unexpected file, {name[:100]!r} (an export holds "
-                             "only manifest.json and media/<sha256>).")
+        raise ImportRejected(
+            f"it contains an unexpected file, {name[:100]!r} (an export holds only manifest.json and media/<sha256>)."
+        )
 
 
 def _check_members(archive: zipfile.ZipFile, limits: Limits) -> dict[str, zipfile.ZipInfo]:
     infos = archive.infolist()
     if len(infos) > limits.max_import_members:
-        raise ImportRejected(f"it holds {len(infos):,} files; at most "
-                             f"{limits.max_import_members:,} are allowed.")
+        raise ImportRejected(f"it holds {len(infos):,} files; at most {limits.max_import_members:,} are allowed.")
     members: dict[str, zipfile.ZipInfo] = {}
     total = 0
     for info in infos:
@@ -141,15 +147,16 @@ def _check_members(archive: zipfile.ZipFile, limits: Limits) -> dict[str, zipfil
             raise ImportRejected(f"it holds {info.filename!r} twice.")
         if info.flag_bits & 0x1:
             raise ImportRejected("it is encrypted.")
-        limit = limits.max_manifest_bytes if info.filename == MANIFEST \
-            else limits.max_attachment_bytes
+        limit = limits.max_manifest_bytes if info.filename == MANIFEST else limits.max_attachment_bytes
         if info.file_size > limit:
-            raise ImportRejected(f"{info.filename!r} unpacks to {human_size(info.file_size)}, "
-                                 f"more than the {human_size(limit)} allowed.")
+            raise ImportRejected(
+                f"{info.filename!r} unpacks to {human_size(info.file_size)}, more than the {human_size(limit)} allowed."
+            )
         total += info.file_size
         if total > limits.max_import_uncompressed_bytes:
-            raise ImportRejected("it unpacks to more than the "
-                                 f"{human_size(limits.max_import_uncompressed_bytes)} allowed.")
+            raise ImportRejected(
+                f"it unpacks to more than the {human_size(limits.max_import_uncompressed_bytes)} allowed."
+            )
         members[info.filename] = info
     if MANIFEST not in members:
         raise ImportRejected("it has no manifest.json, so it is not an export of this app.")
@@ -170,8 +177,9 @@ def _chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
         raise ImportRejected(f"{info.filename!r} cannot be unpacked ({exc}).") from None
 
 
-def _check_media(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
-                 conversations: list[dict[str, Any]]) -> None:
+def _check_media(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], conversations: list[dict[str, Any]]
+) -> None:
     """Every attachment's bytes are present, hash to their name and are what they claim."""
     verified: dict[str, tuple[int, str]] = {}  # sha -> (size, sniffed mime)
     for conversation in conversations:
@@ -188,23 +196,27 @@ def _check_media(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
                     for chunk in _chunks(archive, info):
                         digest.update(chunk)
                         size += len(chunk)
-                        head += chunk[:64 - len(head)]
+                        head += chunk[: 64 - len(head)]
                     if digest.hexdigest() != sha:
-                        raise ImportRejected(f"the bytes of {info.filename!r} do not match "
-                                             "its sha256 (the file was changed or damaged).")
+                        raise ImportRejected(
+                            f"the bytes of {info.filename!r} do not match its sha256 (the file was changed or damaged)."
+                        )
                     try:
                         verified[sha] = (size, sniff_mime(item["kind"], head))
                     except StoreError as exc:
                         raise ImportRejected(f"{info.filename!r}: {exc}") from None
                 size, mime = verified[sha]
                 if size != item["size"] or not mime.startswith(item["kind"] + "/"):
-                    raise ImportRejected(f"the attachment {media_name(sha)!r} is not the "
-                                         f"{item['kind']} of {item['size']} bytes it claims.")
+                    raise ImportRejected(
+                        f"the attachment {media_name(sha)!r} is not the "
+                        f"{item['kind']} of {item['size']} bytes it claims."
+                    )
                 item["mime"] = mime
 
 
-def read_export(source: str | os.PathLike | bytes | BinaryIO, limits: Limits
-                ) -> tuple[zipfile.ZipFile, list[dict[str, Any]]]:
+def read_export(
+    source: str | os.PathLike | bytes | BinaryIO, limits: Limits
+) -> tuple[zipfile.ZipFile, list[dict[str, Any]]]:
     """Open and validate an export; returns the open zip and its checked conversations."""
     archive = _open_zip(source, limits)
     try:
@@ -225,15 +237,19 @@ def _existing_hashes(conn: sqlite3.Connection, uid: int) -> dict[str, str]:
     """content hash -> public id of each conversation the user has."""
     shas: dict[int, list[str]] = {}
     for row in conn.execute(
-            "SELECT a.message_id, a.sha256 FROM attachments a JOIN messages m ON m.id = "
-            "a.message_id JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE c.user_id = ? ORDER BY a.message_id, a.position", (uid,)):
+        "SELECT a.message_id, a.sha256 FROM attachments a JOIN messages m ON m.id = "
+        "a.message_id JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE c.user_id = ? ORDER BY a.message_id, a.position",
+        (uid,),
+    ):
         shas.setdefault(row[0], []).append(row[1])
     messages: dict[str, list[tuple]] = {}
     for row in conn.execute(
-            "SELECT c.public_id, m.id, m.role, m.text, m.transcript FROM conversations c "
-            "LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.user_id = ? "
-            "ORDER BY c.id, m.position", (uid,)):
+        "SELECT c.public_id, m.id, m.role, m.text, m.transcript FROM conversations c "
+        "LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.user_id = ? "
+        "ORDER BY c.id, m.position",
+        (uid,),
+    ):
         turns = messages.setdefault(row[0], [])
         if row[1] is not None:
             turns.append((row[2], row[3], row[4], shas.get(row[1], [])))
@@ -241,36 +257,59 @@ def _existing_hashes(conn: sqlite3.Connection, uid: int) -> dict[str, str]:
 
 
 def _insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
-    return conn.execute(f"INSERT INTO {table} ({', '.join(values)}) VALUES "
-                        f"({', '.join('?' * len(values))})", tuple(values.values())).lastrowid
+    return conn.execute(
+        f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+    ).lastrowid
 
 
-def _insert_conversation(conn: sqlite3.Connection, uid: int, conversation: dict[str, Any],
-                         store_blob) -> tuple[str, int, int]:
+def _insert_conversation(
+    conn: sqlite3.Connection, uid: int, conversation: dict[str, Any], store_blob
+) -> tuple[str, int, int]:
     public_id = new_id()
-    rowid = _insert(conn, "conversations", dict(
-        public_id=public_id, user_id=uid, title=conversation["title"],
-        model=conversation["model"], settings=conversation["settings"],
-        created=conversation["created"], updated=conversation["updated"]))
+    rowid = _insert(
+        conn,
+        "conversations",
+        dict(
+            public_id=public_id,
+            user_id=uid,
+            title=conversation["title"],
+            model=conversation["model"],
+            settings=conversation["settings"],
+            created=conversation["created"],
+            updated=conversation["updated"],
+        ),
+    )
     attachments = 0
     for position, message in enumerate(conversation["messages"]):
         values = {k: v for k, v in message.items() if k != "attachments"}
-        message_rowid = _insert(conn, "messages", dict(
-            values, public_id=new_id(), conversation_id=rowid, position=position))
+        message_rowid = _insert(
+            conn, "messages", dict(values, public_id=new_id(), conversation_id=rowid, position=position)
+        )
         for index, item in enumerate(message["attachments"]):
             if not item["removed"]:
                 store_blob(item["sha256"])
-            _insert(conn, "attachments", dict(
-                public_id=new_id(), message_id=message_rowid, position=index,
-                kind=item["kind"], mime=item["mime"], size=item["size"],
-                sha256=item["sha256"], created=item["created"],
-                removed=time.time() if item["removed"] else None))
+            _insert(
+                conn,
+                "attachments",
+                dict(
+                    public_id=new_id(),
+                    message_id=message_rowid,
+                    position=index,
+                    kind=item["kind"],
+                    mime=item["mime"],
+                    size=item["size"],
+                    sha256=item["sha256"],
+                    created=item["created"],
+                    removed=time.time() if item["removed"] else None,
+                ),
+            )
             attachments += 1
     return public_id, len(conversation["messages"]), attachments
 
 
-def import_zip(db: Database, blobs: Blobs, limits: Limits, user_key: str,
-               source: str | os.PathLike | bytes | BinaryIO) -> ImportResult:
+def import_zip(
+    db: Database, blobs: Blobs, limits: Limits, user_key: str, source: str | os.PathLike | bytes | BinaryIO
+) -> ImportResult:
     """Validate an export, then add its new conversations to the user's account."""
     archive, conversations = read_export(source, limits)
     created: list[str] = []
@@ -288,8 +327,7 @@ def import_zip(db: Database, blobs: Blobs, limits: Limits, user_key: str,
                 if conversation["hash"] in known:
                     duplicates.append(known[conversation["hash"]])
                     continue
-                public_id, n_messages, n_attachments = _insert_conversation(
-                    conn, uid, conversation, store_blob)
+                public_id, n_messages, n_attachments = _insert_conversation(conn, uid, conversation, store_blob)
                 known[conversation["hash"]] = public_id
                 imported.append(public_id)
                 messages += n_messages
@@ -298,5 +336,6 @@ def import_zip(db: Database, blobs: Blobs, limits: Limits, user_key: str,
             for sha in created:  # still inside the transaction: nothing else uses them yet
                 blobs.delete(sha)
             raise
-    return ImportResult(conversations=tuple(imported), duplicates=tuple(duplicates),
-                        messages=messages, attachments=attachments)
+    return ImportResult(
+        conversations=tuple(imported), duplicates=tuple(duplicates), messages=messages, attachments=attachments
+    )

@@ -26,14 +26,31 @@ import argparse
 import queue
 import sys
 
-from chat_app.voice.devices import (Microphone, SoundDeviceSink, VoiceError, device_list, import_sounddevice,
-                                    start_keyboard)
+from chat_app.voice.devices import (
+    Microphone,
+    SoundDeviceSink,
+    VoiceError,
+    device_list,
+    import_sounddevice,
+    start_keyboard,
+)
 from chat_app.voice.loop import TurnReport, VoiceLoop, VoiceOptions
 from engine.speech.tts import DEFAULT_VOICE, SpeechSynthesisError, synthesize
 from engine.types import EngineError, GenerationConfig
 
-__all__ = ["Microphone", "SoundDeviceSink", "TurnReport", "VoiceError", "VoiceLoop", "VoiceOptions",
-           "add_arguments", "device_list", "import_sounddevice", "run", "start_keyboard"]
+__all__ = [
+    "Microphone",
+    "SoundDeviceSink",
+    "TurnReport",
+    "VoiceError",
+    "VoiceLoop",
+    "VoiceOptions",
+    "add_arguments",
+    "device_list",
+    "import_sounddevice",
+    "run",
+    "start_keyboard",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-speak", action="store_true", help="text replies only")
     parser.add_argument("--no-barge-in", action="store_true", help="do not stop the reply when you speak")
     parser.add_argument("--voice", default=DEFAULT_VOICE, help="espeak-ng voice (espeak-ng --voices)")
-    parser.add_argument("--asr-model", default=None, metavar="NAME_OR_DIR",
-                        help="faster-whisper model name (downloaded, online only) or directory; default: bundled tiny.en")
+    parser.add_argument(
+        "--asr-model",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="faster-whisper model name (downloaded, online only) or directory; default: bundled tiny.en",
+    )
     parser.add_argument("--system", default="", help="system prompt")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -63,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
         if args.list_devices:
             print(device_list(sd))
             return 0
-        options = VoiceOptions(hands_free=args.hands_free, min_silence_ms=args.min_silence_ms,
-                               vad_threshold=args.vad_threshold, speak=not args.no_speak,
-                               barge_in=not args.no_barge_in, voice=args.voice, max_turns=args.turns,
-                               timings=args.timings)
+        options = VoiceOptions(
+            hands_free=args.hands_free,
+            min_silence_ms=args.min_silence_ms,
+            vad_threshold=args.vad_threshold,
+            speak=not args.no_speak,
+            barge_in=not args.no_barge_in,
+            voice=args.voice,
+            max_turns=args.turns,
+            timings=args.timings,
+        )
         generation = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         if options.speak:
             try:

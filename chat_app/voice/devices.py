@@ -1,10 +1,10 @@
 """The voice mode's sound devices and keys (sounddevice/PortAudio is imported here only, lazily).
 
-    sd = import_sounddevice()            # VoiceError naming what to install when PortAudio is missing
-    print(device_list(sd))               # "  3  USB Mic  (in, 48000 Hz)  <- default input"
-    microphone = Microphone(device)      # 16 kHz mono float32 chunks: read(timeout), drain(), close()
-    sink = SoundDeviceSink(device)       # play(waveform, rate) -> bool, stop(), reset(), close()
-    start_keyboard(keys)                 # "enter" | "mute" | "quit" | "eof" into a queue
+sd = import_sounddevice()            # VoiceError naming what to install when PortAudio is missing
+print(device_list(sd))               # "  3  USB Mic  (in, 48000 Hz)  <- default input"
+microphone = Microphone(device)      # 16 kHz mono float32 chunks: read(timeout), drain(), close()
+sink = SoundDeviceSink(device)       # play(waveform, rate) -> bool, stop(), reset(), close()
+start_keyboard(keys)                 # "enter" | "mute" | "quit" | "eof" into a queue
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 BLOCK = 512  # 32 ms, one VAD window
-PORTAUDIO_MISSING = ("The voice mode needs PortAudio, which is not installed: apt-get install libportaudio2 "
-                     "(Debian/Ubuntu), dnf install portaudio (Fedora) or brew install portaudio (macOS). "
-                     "The web app (`python launch.py serve`) does not need it.")
+PORTAUDIO_MISSING = (
+    "The voice mode needs PortAudio, which is not installed: apt-get install libportaudio2 "
+    "(Debian/Ubuntu), dnf install portaudio (Fedora) or brew install portaudio (macOS). "
+    "The web app (`python launch.py serve`) does not need it."
+)
 
 
 class VoiceError(Exception):
@@ -44,8 +46,10 @@ def device_list(sd) -> str:
         marks = [m for m, d in (("default input", default_in), ("default output", default_out)) if d == index]
         note = f"  <- {' and '.join(marks)}" if marks else ""
         lines.append(f"{index:3d}  {device['name']}  ({'/'.join(kinds)}, {device['default_samplerate']:.0f} Hz){note}")
-    return "\n".join(lines) or ("No audio devices found. Connect a microphone, and on Linux check that "
-                                "PulseAudio or PipeWire is running (with its ALSA plugin: libasound2-plugins).")
+    return "\n".join(lines) or (
+        "No audio devices found. Connect a microphone, and on Linux check that "
+        "PulseAudio or PipeWire is running (with its ALSA plugin: libasound2-plugins)."
+    )
 
 
 def parse_device(value: str | int | None):
@@ -62,8 +66,10 @@ class Microphone:
             info = sd.query_devices(device, kind="input")
         except (ValueError, sd.PortAudioError) as error:
             which = f"The input device {device!r} was not found" if device is not None else "No microphone was found"
-            raise VoiceError(f"{which} ({error}). Connect a microphone, or choose one with --input-device "
-                             "(python launch.py voice --list-devices).") from None
+            raise VoiceError(
+                f"{which} ({error}). Connect a microphone, or choose one with --input-device "
+                "(python launch.py voice --list-devices)."
+            ) from None
         self.name, self.queue = info["name"], queue.Queue()
         try:
             sd.check_input_settings(device, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
@@ -74,14 +80,22 @@ class Microphone:
             # 0.2 s, not PortAudio's "high" input latency: with that the ALSA pulse device delivers
             # nothing for its first second, and the start of what is said is lost.
             self._live, self.overflows = threading.Event(), 0
-            self.stream = sd.InputStream(device=device, channels=1, samplerate=self.rate, dtype="float32",
-                                         blocksize=BLOCK * self.rate // SAMPLE_RATE, latency=0.2,
-                                         callback=self._callback)
+            self.stream = sd.InputStream(
+                device=device,
+                channels=1,
+                samplerate=self.rate,
+                dtype="float32",
+                blocksize=BLOCK * self.rate // SAMPLE_RATE,
+                latency=0.2,
+                callback=self._callback,
+            )
             self.stream.start()
             self._live.wait(2.0)  # the microphone hears from here on
         except sd.PortAudioError as error:
-            raise VoiceError(f"Could not record from {self.name!r} ({error}). Choose another input with "
-                             "--input-device (see --list-devices).") from None
+            raise VoiceError(
+                f"Could not record from {self.name!r} ({error}). Choose another input with "
+                "--input-device (see --list-devices)."
+            ) from None
 
     def _callback(self, indata, frames, time_info, status) -> None:
         self.overflows += bool(status.input_overflow)  # samples were lost (the machine was too busy)
@@ -132,7 +146,7 @@ class SoundDeviceSink:
                 self._stream.abort()  # drops what is buffered
                 self._stream = None
                 return False
-            self._stream.write(np.ascontiguousarray(waveform[start:start + 1024], dtype=np.float32)[:, None])
+            self._stream.write(np.ascontiguousarray(waveform[start : start + 1024], dtype=np.float32)[:, None])
         return True
 
     def close(self) -> None:
@@ -144,6 +158,7 @@ class SoundDeviceSink:
 
 def start_keyboard(keys: queue.Queue, stream=sys.stdin) -> None:
     """Feed key events from the terminal: single keys on a TTY, lines otherwise (EOF -> "eof")."""
+
     def lines():
         for line in iter(stream.readline, ""):
             keys.put({"": "enter", "m": "mute", "q": "quit"}.get(line.strip().lower(), "enter"))

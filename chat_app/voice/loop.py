@@ -25,8 +25,8 @@ import numpy as np
 
 from chat_app.voice.devices import BLOCK, SAMPLE_RATE
 from engine.speech.reply import speech_turn, spoken_reply
-from engine.speech.turns import TurnTaker
 from engine.speech.tts import DEFAULT_VOICE, wav_bytes
+from engine.speech.turns import TurnTaker
 from engine.speech.vad import EndOfSpeech
 from engine.types import AudioError, Conversation, EngineError, GenerationConfig
 
@@ -60,10 +60,25 @@ class TurnReport:
 
 
 class VoiceLoop:
-    def __init__(self, backend, transcriber, microphone, keys: queue.Queue, sink=None,
-                 options: VoiceOptions = VoiceOptions(), generation: GenerationConfig = GenerationConfig(),
-                 system_prompt: str = "", out=None):
-        self.backend, self.transcriber, self.microphone, self.keys, self.sink = backend, transcriber, microphone, keys, sink
+    def __init__(
+        self,
+        backend,
+        transcriber,
+        microphone,
+        keys: queue.Queue,
+        sink=None,
+        options: VoiceOptions = VoiceOptions(),
+        generation: GenerationConfig = GenerationConfig(),
+        system_prompt: str = "",
+        out=None,
+    ):
+        self.backend, self.transcriber, self.microphone, self.keys, self.sink = (
+            backend,
+            transcriber,
+            microphone,
+            keys,
+            sink,
+        )
         self.options, self.generation, self.out = options, generation, out or sys.stdout
         self.conversation = Conversation(system_prompt)
         self.reports: list[TurnReport] = []
@@ -120,8 +135,12 @@ class VoiceLoop:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def _listen_hands_free(self) -> np.ndarray | None:
-        taker = TurnTaker(self.transcriber, self.options.min_silence_ms, self.options.vad_threshold,
-                          max_seconds=self.options.max_record_s)
+        taker = TurnTaker(
+            self.transcriber,
+            self.options.min_silence_ms,
+            self.options.vad_threshold,
+            max_seconds=self.options.max_record_s,
+        )
         if not self._pending:
             self._say("[listening: just speak; m mutes, q quits]")
         while True:
@@ -165,11 +184,19 @@ class VoiceLoop:
         self.conversation.add("assistant", reply)
         self.reports.append(report)
         if self.options.timings:
-            numbers = [(label, report.after_speech(moment)) for label, moment in (
-                ("transcript", report.transcribed_at), ("first token", report.first_token_at),
-                ("first sound", report.first_audio_at))]
-            self._say("[after you stopped: " + ", ".join(f"{label} {value:.2f} s" for label, value in numbers
-                                                         if value is not None) + "]")
+            numbers = [
+                (label, report.after_speech(moment))
+                for label, moment in (
+                    ("transcript", report.transcribed_at),
+                    ("first token", report.first_token_at),
+                    ("first sound", report.first_audio_at),
+                )
+            ]
+            self._say(
+                "[after you stopped: "
+                + ", ".join(f"{label} {value:.2f} s" for label, value in numbers if value is not None)
+                + "]"
+            )
         return True
 
     def _reply(self, report: TurnReport) -> str | None:
@@ -183,8 +210,14 @@ class VoiceLoop:
         pieces = []
         self._say("bot: ", end="")
         try:
-            for event in spoken_reply(self.backend, self.conversation, self.generation, cancel=cancel,
-                                      speak=self.options.speak and self.sink is not None, voice=self.options.voice):
+            for event in spoken_reply(
+                self.backend,
+                self.conversation,
+                self.generation,
+                cancel=cancel,
+                speak=self.options.speak and self.sink is not None,
+                voice=self.options.voice,
+            ):
                 if event.kind == "text":
                     report.first_token_at = report.first_token_at or event.at
                     pieces.append(event.text)

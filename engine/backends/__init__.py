@@ -30,8 +30,8 @@ speech off. Importing this package does not import torch; loading a model does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
 
 from engine.backends.base import Backend, Capabilities
 from engine.backends.errors import BackendError
@@ -44,16 +44,19 @@ Transcriber = Callable[[MediaSource], str]
 
 
 def parse_openai_spec(spec: str) -> tuple[str, str | None]:
-    """"openai:BASE_URL#MODEL" -> (BASE_URL, MODEL or None)."""
-    url, _, model = spec[len(OPENAI_PREFIX):].partition("#")
+    """ "openai:BASE_URL#MODEL" -> (BASE_URL, MODEL or None)."""
+    url, _, model = spec[len(OPENAI_PREFIX) :].partition("#")
     if not url.startswith(("http://", "https://")):
-        raise CheckpointError(f"Write the server as openai:BASE_URL#MODEL, for example "
-                              f"openai:http://localhost:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct (got {spec!r}).")
+        raise CheckpointError(
+            f"Write the server as openai:BASE_URL#MODEL, for example "
+            f"openai:http://localhost:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct (got {spec!r})."
+        )
     return url, model or None
 
 
-def load_backend(spec: str | Path | None = None, device: str = "auto",
-                 asr: Union[str, Path, Transcriber, None, bool] = None) -> Backend:
+def load_backend(
+    spec: str | Path | None = None, device: str = "auto", asr: str | Path | Transcriber | None | bool = None
+) -> Backend:
     """The backend a spec names (see the module docstring); raises CheckpointError when none fits."""
     text = str(spec) if spec else ""
     if text.startswith(OPENAI_PREFIX):
@@ -62,7 +65,7 @@ def load_backend(spec: str | Path | None = None, device: str = "auto",
         url, model = parse_openai_spec(text)
         return OpenAIBackend(url, model, transcriber=_transcriber(asr, device))
     if text.startswith(HF_PREFIX):
-        return _hf(text[len(HF_PREFIX):], device, asr)
+        return _hf(text[len(HF_PREFIX) :], device, asr)
     path = Path(text).expanduser() if text else DEFAULT_MODEL
     if path.is_dir() and (path / "config.json").is_file():
         from engine.backends.hf_loading import is_hf_folder
@@ -73,11 +76,14 @@ def load_backend(spec: str | Path | None = None, device: str = "auto",
 
         return BuiltinBackend.from_directory(path, device=device)
     if not text:
-        raise CheckpointError(f"The built-in model is not at {path}. Train it with "
-                              "`python -m lab.train`, or pass --model DIRECTORY.")
+        raise CheckpointError(
+            f"The built-in model is not at {path}. Train it with `python -m lab.train`, or pass --model DIRECTORY."
+        )
     if path.exists() or text.startswith(("/", ".", "~")):
-        raise CheckpointError(f"No model at {text!r}: give a built-in checkpoint folder (config.json, "
-                              "model.safetensors, tokenizer.json) or a Hugging Face model folder or id.")
+        raise CheckpointError(
+            f"No model at {text!r}: give a built-in checkpoint folder (config.json, "
+            "model.safetensors, tokenizer.json) or a Hugging Face model folder or id."
+        )
     return _hf(text, device, asr)
 
 
@@ -125,5 +131,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Backend", "BackendError", "BuiltinBackend", "Capabilities", "load_backend", "parse_openai_spec",
-           "DEFAULT_MODEL"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BuiltinBackend",
+    "Capabilities",
+    "load_backend",
+    "parse_openai_spec",
+    "DEFAULT_MODEL",
+]

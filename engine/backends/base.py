@@ -14,8 +14,9 @@ either way the backend frees what the reply held.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from engine.types import Conversation, GenerationConfig, ReplyInfo
 
@@ -47,7 +48,12 @@ class Backend(Protocol):
     capabilities: Capabilities
     sampling: Sampling | None  # the model's own decoding defaults; None: the app's
 
-    def stream(self, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
-               cancel: threading.Event | None = None, info: ReplyInfo | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        conversation: Conversation,
+        config: GenerationConfig = GenerationConfig(),
+        cancel: threading.Event | None = None,
+        info: ReplyInfo | None = None,
+    ) -> Iterator[str]:
         """Yield the reply to the conversation's last user turn, piece by piece."""
         ...

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -28,22 +28,28 @@ from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
 
 
 class BuiltinBackend:
-    def __init__(self, model: MultimodalModel, tokenizer: ChatTokenizer, name: str = "builtin",
-                 sampling: Sampling | None = None):
+    def __init__(
+        self, model: MultimodalModel, tokenizer: ChatTokenizer, name: str = "builtin", sampling: Sampling | None = None
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.config = model.config
-        self.capabilities = Capabilities(images=True, audio=True, context_length=model.config.max_seq_len,
-                                         transcribes_audio="asr" in model.config.observations)
+        self.capabilities = Capabilities(
+            images=True,
+            audio=True,
+            context_length=model.config.max_seq_len,
+            transcribes_audio="asr" in model.config.observations,
+        )
         self.sampling = sampling
 
     @classmethod
-    def from_directory(cls, directory: str | Path, device: str = "auto") -> "BuiltinBackend":
+    def from_directory(cls, directory: str | Path, device: str = "auto") -> BuiltinBackend:
         model, tokenizer = load_checkpoint(directory, device=device)
         sampling = load_sampling(directory)
-        return cls(model, tokenizer, name=f"builtin:{Path(directory).name}",
-                   sampling=Sampling(*sampling) if sampling else None)
+        return cls(
+            model, tokenizer, name=f"builtin:{Path(directory).name}", sampling=Sampling(*sampling) if sampling else None
+        )
 
     @property
     def device(self) -> torch.device:
@@ -55,8 +61,13 @@ class BuiltinBackend:
         budget = max(self.config.max_seq_len - config.max_new_tokens, self.config.max_seq_len // 2)
         return build_prompt(conversation, self.tokenizer, self.config, max_tokens=budget)
 
-    def stream(self, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
-               cancel: threading.Event | None = None, info: ReplyInfo | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        conversation: Conversation,
+        config: GenerationConfig = GenerationConfig(),
+        cancel: threading.Event | None = None,
+        info: ReplyInfo | None = None,
+    ) -> Iterator[str]:
         """Yield the reply's text pieces; raises InputError before the first piece on bad input."""
         info = info if info is not None else ReplyInfo()
         started = time.perf_counter()
@@ -64,8 +75,9 @@ class BuiltinBackend:
         info.prompt_tokens, info.dropped_turns = len(prompt), prompt.dropped_turns
         info.observations = list(prompt.observations)
         inputs = collate([prompt], self.device, self.tokenizer.pad_id, self.model.lm_head.weight.dtype)
-        tokens = generate(self.model, inputs, config, {self.tokenizer.end_id, self.tokenizer.eos_id},
-                          cancel, self.tokenizer.pad_id)
+        tokens = generate(
+            self.model, inputs, config, {self.tokenizer.end_id, self.tokenizer.eos_id}, cancel, self.tokenizer.pad_id
+        )
         try:
             yield from stream_text(tokens, self.tokenizer, config.stop, info, started)
         except GeneratorExit:
@@ -87,5 +99,7 @@ class BuiltinBackend:
                 finished[row] = finished[row] or token in end_ids
                 if not finished[row]:
                     replies[row] += decoders[row].push(token)
-        return [reply + ("" if done else decoder.flush().rstrip("\ufffd"))
-                for reply, done, decoder in zip(replies, finished, decoders)]
+        return [
+            reply + ("" if done else decoder.flush().rstrip("\ufffd"))
+            for reply, done, decoder in zip(replies, finished, decoders)
+        ]

@@ -16,5 +16,6 @@ class BackendError(EngineError):
     """The model runtime or a remote server failed: out of memory, down, too slow, refused."""
 
 
-OOM_ADVICE = ("Try a smaller model, `--device cpu`, fewer max new tokens, a shorter conversation, "
-              "or fewer/smaller images.")
+OOM_ADVICE = (
+    "Try a smaller model, `--device cpu`, fewer max new tokens, a shorter conversation, or fewer/smaller images."
+)

@@ -31,8 +31,8 @@ import copy
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -74,14 +74,22 @@ class _CountingStreamer(TextIteratorStreamer):
 
 
 class HFBackend:
-    def __init__(self, model, processor, vision: bool, name: str = "hf",
-                 transcriber: Transcriber | None = None, device: torch.device | None = None):
+    def __init__(
+        self,
+        model,
+        processor,
+        vision: bool,
+        name: str = "hf",
+        transcriber: Transcriber | None = None,
+        device: torch.device | None = None,
+    ):
         self.model, self.processor, self.vision, self.name = model, processor, vision, name
         self.tokenizer = processor.tokenizer if vision else processor
         self.transcriber = transcriber  # its transcripts are cached with the prepared media (engine.turns)
         self.device = device or next(model.parameters()).device
-        self.capabilities = Capabilities(images=vision, audio=transcriber is not None,
-                                         context_length=context_length(model, self.tokenizer))
+        self.capabilities = Capabilities(
+            images=vision, audio=transcriber is not None, context_length=context_length(model, self.tokenizer)
+        )
         try:  # a private copy decodes in the generate thread while prompts are tokenized
             self._stream_tokenizer = copy.deepcopy(self.tokenizer)
         except Exception:  # not copyable: decoding only reads it, so share it
@@ -99,8 +107,9 @@ class HFBackend:
         self._pad = pad if pad is not None else (eos[0] if eos else None)
 
     @classmethod
-    def from_pretrained(cls, spec: str | Path, device: str = "auto",
-                        transcriber: Transcriber | None = None) -> "HFBackend":
+    def from_pretrained(
+        cls, spec: str | Path, device: str = "auto", transcriber: Transcriber | None = None
+    ) -> HFBackend:
         """Load a hub id or a local folder once, onto `device` (see engine.backends.hf_loading)."""
         model, processor, kind, main = load_pretrained(str(spec), device)
         path = Path(str(spec)).expanduser()
@@ -114,8 +123,9 @@ class HFBackend:
         turns = [t for t in conversation.turns if t.role != "system"]
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
-        system = "\n\n".join(s for s in [conversation.system_prompt] +
-                             [t.text for t in conversation.turns if t.role == "system"] if s)
+        system = "\n\n".join(
+            s for s in [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"] if s
+        )
         check_audio(turns, self.transcriber, audio=False, model=self.name)
         prepared = prepare_turns(turns, media_needs(self.vision, False, self.transcriber))
         messages = []
@@ -140,8 +150,11 @@ class HFBackend:
             if not system:
                 raise InputError(f"{self.name}'s chat template refused this conversation: {exc}") from None
         first = fresh[0]  # no system role in this template: put the system prompt in the first turn
-        merged = (system + "\n\n" + first["content"] if not self.vision else
-                  [{"type": "text", "text": system + "\n\n"}] + first["content"])
+        merged = (
+            system + "\n\n" + first["content"]
+            if not self.vision
+            else [{"type": "text", "text": system + "\n\n"}] + first["content"]
+        )
         try:
             return self._apply([{**first, "content": merged}] + fresh[1:])
         except Exception as exc:
@@ -173,12 +186,17 @@ class HFBackend:
                 while first < len(messages) and messages[first]["role"] != "user":
                     first += 1
                 if first >= len(messages):
-                    raise ContextTooLong(f"The message is too long for this model: it needs {needed} tokens and the "
-                                     f"model reads at most {budget} here. Please shorten it or attach fewer files.")
+                    raise ContextTooLong(
+                        f"The message is too long for this model: it needs {needed} tokens and the "
+                        f"model reads at most {budget} here. Please shorten it or attach fewer files."
+                    )
         info.prompt_tokens, info.dropped_turns, info.observations = int(inputs["input_ids"].shape[-1]), first, notes
         dtype = self.model.dtype
-        return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
-                for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        return {
+            k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in inputs.items()
+            if isinstance(v, torch.Tensor)
+        }
 
     # ------------------------------------------------------------------ generation
 
@@ -192,8 +210,9 @@ class HFBackend:
             kwargs.update(do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
         return kwargs
 
-    def _run(self, inputs: dict, kwargs: dict, seed: int | None, stop: _EventStop,
-             streamer: _CountingStreamer, errors: list) -> None:
+    def _run(
+        self, inputs: dict, kwargs: dict, seed: int | None, stop: _EventStop, streamer: _CountingStreamer, errors: list
+    ) -> None:
         """Worker thread: wait for the model, generate, always end the stream."""
         stopped = lambda: any(e.is_set() for e in stop.events)  # noqa: E731
         try:
@@ -205,8 +224,9 @@ class HFBackend:
                     if seed is not None:
                         torch.manual_seed(seed)
                     with torch.inference_mode():
-                        self.model.generate(**inputs, **kwargs, streamer=streamer,
-                                            stopping_criteria=StoppingCriteriaList([stop]))
+                        self.model.generate(
+                            **inputs, **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([stop])
+                        )
             finally:
                 self._generate_lock.release()
         except BaseException as exc:  # reported to the caller's thread
@@ -214,17 +234,25 @@ class HFBackend:
         finally:
             streamer.text_queue.put(streamer.stop_signal)  # a second end marker is harmless
 
-    def stream(self, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
-               cancel: threading.Event | None = None, info: ReplyInfo | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        conversation: Conversation,
+        config: GenerationConfig = GenerationConfig(),
+        cancel: threading.Event | None = None,
+        info: ReplyInfo | None = None,
+    ) -> Iterator[str]:
         """Yield the reply's text pieces; raises InputError before the first piece on bad input."""
         info = info if info is not None else ReplyInfo()
         started = time.perf_counter()
         inputs = self._prompt(conversation, config, info)
         stop, errors = threading.Event(), []
         streamer = _CountingStreamer(self._stream_tokenizer)
-        worker = threading.Thread(target=self._run, name="hf-generate", daemon=True,
-                                  args=(inputs, self._generate_kwargs(config), config.seed, _EventStop(stop, cancel),
-                                        streamer, errors))
+        worker = threading.Thread(
+            target=self._run,
+            name="hf-generate",
+            daemon=True,
+            args=(inputs, self._generate_kwargs(config), config.seed, _EventStop(stop, cancel), streamer, errors),
+        )
         worker.start()
         pending, stopped_by_text = "", False
         info.finish_reason = "cancelled"  # until the stream ends normally
@@ -243,7 +271,7 @@ class HFBackend:
                     stop.set()
                     break
                 keep = _held_back(pending, config.stop)
-                ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
+                ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                 if ready:
                     yield ready
             if errors:

@@ -32,7 +32,7 @@ class WhisperTranscriber:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, spec: str | Path, device: str = "auto") -> "WhisperTranscriber":
+    def from_pretrained(cls, spec: str | Path, device: str = "auto") -> WhisperTranscriber:
         model, processor, _, _ = load_pretrained(str(spec), device, expect=("speech",))
         path = Path(str(spec)).expanduser()
         return cls(model, processor, name="asr:" + (path.name if path.is_dir() else str(spec)))
@@ -41,11 +41,13 @@ class WhisperTranscriber:
         waveform = preprocess.read_audio(source, self.sample_rate).numpy()
         long_form = len(waveform) > WINDOW_SECONDS * self.sample_rate
         options = dict(truncation=False, padding="longest", return_attention_mask=True) if long_form else {}
-        features = self.processor.feature_extractor(waveform, sampling_rate=self.sample_rate,
-                                                    return_tensors="pt", **options)
+        features = self.processor.feature_extractor(
+            waveform, sampling_rate=self.sample_rate, return_tensors="pt", **options
+        )
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device, self.model.dtype) if v.is_floating_point() else v.to(device)
-                  for k, v in features.items()}
+        inputs = {
+            k: v.to(device, self.model.dtype) if v.is_floating_point() else v.to(device) for k, v in features.items()
+        }
         budget = self.max_new_tokens
         max_target = getattr(self.model.config, "max_target_positions", None)
         if not long_form and max_target:

@@ -52,19 +52,24 @@ def locate(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"{spec!r} is a folder without config.json: give the folder that holds "
-                                  "the model's config.json, weights and tokenizer files.")
+            raise CheckpointError(
+                f"{spec!r} is a folder without config.json: give the folder that holds "
+                "the model's config.json, weights and tokenizer files."
+            )
         return str(path)
     looks_like_path = spec.startswith(("/", ".", "~")) or path.suffix in (".json", ".safetensors", ".bin")
     if looks_like_path or not _HUB_ID.match(spec):
-        raise CheckpointError(f"No model at {spec!r}: the path does not exist. Give a model folder or a "
-                              "Hugging Face hub id such as HuggingFaceTB/SmolVLM-256M-Instruct.")
+        raise CheckpointError(
+            f"No model at {spec!r}: the path does not exist. Give a model folder or a "
+            "Hugging Face hub id such as HuggingFaceTB/SmolVLM-256M-Instruct."
+        )
     from huggingface_hub import try_to_load_from_cache
 
     if not isinstance(try_to_load_from_cache(spec, "config.json"), str) and offline():
         raise CheckpointError(
             f"The model {spec!r} was not found locally and there is no network (HF_HUB_OFFLINE is set). "
-            f"Download it once with network (`hf download {spec}`), or pass a local model folder.")
+            f"Download it once with network (`hf download {spec}`), or pass a local model folder."
+        )
     return spec
 
 
@@ -79,8 +84,10 @@ def model_kind(config) -> str:
         return "vision"
     if model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "text"
-    raise CheckpointError(f"This is a {model_type!r} model, which cannot chat: give a text-generation "
-                          "(causal LM) or image-text-to-text model.")
+    raise CheckpointError(
+        f"This is a {model_type!r} model, which cannot chat: give a text-generation "
+        "(causal LM) or image-text-to-text model."
+    )
 
 
 def _load_config(where: str, spec: str):
@@ -89,9 +96,11 @@ def _load_config(where: str, spec: str):
     try:
         return AutoConfig.from_pretrained(where)
     except ValueError as exc:  # unknown model_type: custom code or a newer transformers
-        raise CheckpointError(f"{spec!r} is not a model type this transformers version knows ({exc}). It may need "
-                              "its repository's own code (trust_remote_code, not run here) or a newer "
-                              "transformers.") from None
+        raise CheckpointError(
+            f"{spec!r} is not a model type this transformers version knows ({exc}). It may need "
+            "its repository's own code (trust_remote_code, not run here) or a newer "
+            "transformers."
+        ) from None
     except OSError as exc:
         raise _not_found(spec, exc) from None
 
@@ -99,11 +108,15 @@ def _load_config(where: str, spec: str):
 def _not_found(spec: str, exc: Exception) -> CheckpointError:
     text = str(exc)
     if "connect" in text.lower() or "offline" in text.lower():
-        return CheckpointError(f"The model {spec!r} was not found locally and there is no network: "
-                               "connect once to download it, or pass a local model folder.")
+        return CheckpointError(
+            f"The model {spec!r} was not found locally and there is no network: "
+            "connect once to download it, or pass a local model folder."
+        )
     if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
-        return CheckpointError(f"No model {spec!r} on the Hugging Face Hub and no such local folder. "
-                               "Check the spelling (organisation/name), or log in for gated models.")
+        return CheckpointError(
+            f"No model {spec!r} on the Hugging Face Hub and no such local folder. "
+            "Check the spelling (organisation/name), or log in for gated models."
+        )
     return CheckpointError(f"Could not read the model {spec!r}: {text.splitlines()[0] if text else exc!r}")
 
 
@@ -124,8 +137,10 @@ def _load_processor(where: str, spec: str, kind: str):
     try:
         processor = AutoProcessor.from_pretrained(where) if kind != "text" else AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{spec!r} has no usable tokenizer/processor files (tokenizer.json, "
-                              f"tokenizer_config.json, processor_config.json): {exc}") from None
+        raise CheckpointError(
+            f"{spec!r} has no usable tokenizer/processor files (tokenizer.json, "
+            f"tokenizer_config.json, processor_config.json): {exc}"
+        ) from None
     if kind == "vision" and not hasattr(processor, "tokenizer"):
         raise CheckpointError(f"{spec!r} is an image-text-to-text model but its processor has no tokenizer.")
     if kind == "speech":
@@ -136,7 +151,8 @@ def _load_processor(where: str, spec: str, kind: str):
     if not getattr(processor, "chat_template", None):
         raise CheckpointError(
             f"{spec!r} has no chat template, so it is probably a base model rather than a chat (Instruct) model. "
-            "Use its -Instruct/-Chat variant, or add a chat_template.jinja file to the model folder.")
+            "Use its -Instruct/-Chat variant, or add a chat_template.jinja file to the model folder."
+        )
     return processor
 
 
@@ -148,13 +164,18 @@ def load_pretrained(spec: str, device: str = "auto", expect: tuple[str, ...] = (
     kind = model_kind(_load_config(where, spec))
     if kind not in expect:
         if kind == "speech":
-            raise CheckpointError(f"{spec!r} is a speech recognition model: use it for speech (--asr), "
-                                  "and give a chat model as the model.")
+            raise CheckpointError(
+                f"{spec!r} is a speech recognition model: use it for speech (--asr), "
+                "and give a chat model as the model."
+            )
         raise CheckpointError(f"{spec!r} is a chat model, not a speech recognition model.")
     processor = _load_processor(where, spec, kind)
     main, kwargs = _placement(device)
-    auto_class = {"vision": AutoModelForImageTextToText, "text": AutoModelForCausalLM,
-                  "speech": AutoModelForSpeechSeq2Seq}[kind]
+    auto_class = {
+        "vision": AutoModelForImageTextToText,
+        "text": AutoModelForCausalLM,
+        "speech": AutoModelForSpeechSeq2Seq,
+    }[kind]
     try:
         model = auto_class.from_pretrained(where, **kwargs)
         if "device_map" not in kwargs:

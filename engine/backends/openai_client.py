@@ -25,7 +25,7 @@ import io
 import os
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 
@@ -39,15 +39,25 @@ from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
 
 API_KEY_ENV = "OPENAI_API_KEY"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-SERVER_HINT = ("Check that the server is running and the URL ends in /v1 (vLLM/SGLang: http://HOST:8000/v1, "
-               "TGI: http://HOST:8080/v1, Ollama: http://HOST:11434/v1).")
+SERVER_HINT = (
+    "Check that the server is running and the URL ends in /v1 (vLLM/SGLang: http://HOST:8000/v1, "
+    "TGI: http://HOST:8080/v1, Ollama: http://HOST:11434/v1)."
+)
 _parts: LRUCache[dict] = LRUCache(64 * 2**20, weigh=lambda part: len(str(part)))  # encoded media, by digest
 
 
 class OpenAIBackend:
-    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, retries: int = 2, images: bool | None = None, audio: bool | None = None,
-                 transcriber: Transcriber | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        images: bool | None = None,
+        audio: bool | None = None,
+        transcriber: Transcriber | None = None,
+    ):
         if not base_url.startswith(("http://", "https://")):
             raise InputError(f"The server address {base_url!r} must start with http:// or https://.")
         self.base_url, self.model = base_url.rstrip("/"), model or None
@@ -60,8 +70,9 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         # Without a key no Authorization header is sent (the SDK wants one, so it gets a placeholder).
         self._headers = {} if self.api_key else {"Authorization": openai.Omit()}
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "unused", timeout=timeout,
-                                     max_retries=retries)
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key or "unused", timeout=timeout, max_retries=retries
+        )
 
     @property
     def name(self) -> str:
@@ -117,16 +128,23 @@ class OpenAIBackend:
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
         caps = self.capabilities
-        system = "\n\n".join(s for s in [conversation.system_prompt] +
-                             [t.text for t in conversation.turns if t.role == "system"] if s)
+        system = "\n\n".join(
+            s for s in [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"] if s
+        )
         check_audio(turns, self.transcriber, caps.audio, self.name)
         prepared = prepare_turns(turns, media_needs(caps.images, caps.audio, self.transcriber, keep_waveform=16000))
         messages = [{"role": "system", "content": system}] if system else []
         messages += [self._message(turn, caps) for turn in prepared]
         info.observations = observations(prepared, caps.images, self.name)
-        payload = {"model": self.model or "default", "messages": messages, "stream": True,
-                   "stream_options": {"include_usage": True}, "max_tokens": config.max_new_tokens,
-                   "temperature": config.temperature, "top_p": config.top_p}
+        payload = {
+            "model": self.model or "default",
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": config.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+        }
         if config.stop:
             payload["stop"] = list(config.stop)
         if config.seed is not None:
@@ -142,8 +160,13 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ stream
 
-    def stream(self, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
-               cancel: threading.Event | None = None, info: ReplyInfo | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        conversation: Conversation,
+        config: GenerationConfig = GenerationConfig(),
+        cancel: threading.Event | None = None,
+        info: ReplyInfo | None = None,
+    ) -> Iterator[str]:
         """Yield the reply's text pieces as the server streams them."""
         info = info if info is not None else ReplyInfo()
         started = time.perf_counter()
@@ -164,8 +187,9 @@ class OpenAIBackend:
                     except openai.APIError as exc:
                         raise self._failure(exc, yielded) from None
                     except ValueError:  # a line of the event stream that is not JSON
-                        raise BackendError(f"The model server at {self.base_url} sent something that is "
-                                           "not JSON in its stream.") from None
+                        raise BackendError(
+                            f"The model server at {self.base_url} sent something that is not JSON in its stream."
+                        ) from None
                     if piece is None:
                         return
                     yielded = True
@@ -198,32 +222,44 @@ class OpenAIBackend:
         tried = f"(tried {self.retries + 1} times)"
         if isinstance(exc, openai.APITimeoutError):
             if yielded:
-                return BackendError(f"The model server at {self.base_url} stopped sending the reply for "
-                                    f"more than {self.timeout:g} s. Try again.")
-            return BackendError(f"The model server at {self.base_url} did not answer within {self.timeout:g} s "
-                                f"{tried}. It may be overloaded or still loading the model: try again later, "
-                                "or allow a longer timeout.")
+                return BackendError(
+                    f"The model server at {self.base_url} stopped sending the reply for "
+                    f"more than {self.timeout:g} s. Try again."
+                )
+            return BackendError(
+                f"The model server at {self.base_url} did not answer within {self.timeout:g} s "
+                f"{tried}. It may be overloaded or still loading the model: try again later, "
+                "or allow a longer timeout."
+            )
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
             if yielded:
-                return BackendError(f"The connection to the model server at {self.base_url} broke in the "
-                                    f"middle of the reply ({type(cause).__name__}). Try again.")
-            return BackendError(f"The model server at {self.base_url} is not reachable ({_reason(cause)}) "
-                                f"{tried}. " + SERVER_HINT)
+                return BackendError(
+                    f"The connection to the model server at {self.base_url} broke in the "
+                    f"middle of the reply ({type(cause).__name__}). Try again."
+                )
+            return BackendError(
+                f"The model server at {self.base_url} is not reachable ({_reason(cause)}) {tried}. " + SERVER_HINT
+            )
         if not isinstance(exc, openai.APIStatusError):  # an error event inside the stream
             return BackendError(f"The model server failed while replying: {_error_message(exc.body, exc.message)}")
         return self._refusal(exc.status_code, _error_message(exc.body, exc.message), tried)
 
     def _refusal(self, status: int, message: str, tried: str) -> Exception:
         if status in RETRYABLE_STATUS:
-            return BackendError(f"The model server at {self.base_url} answered HTTP {status} ({message}) {tried}. "
-                                + SERVER_HINT)
+            return BackendError(
+                f"The model server at {self.base_url} answered HTTP {status} ({message}) {tried}. " + SERVER_HINT
+            )
         if status in (401, 403):
-            return BackendError(f"The model server at {self.base_url} refused the API key (HTTP {status}: "
-                                f"{message}). Set {API_KEY_ENV} to a key it accepts.")
+            return BackendError(
+                f"The model server at {self.base_url} refused the API key (HTTP {status}: "
+                f"{message}). Set {API_KEY_ENV} to a key it accepts."
+            )
         if status == 404:
-            return BackendError(f"The model server at {self.base_url} has no model {self.model!r} or no "
-                                f"/chat/completions route (HTTP 404: {message}). Check #MODEL and the URL.")
+            return BackendError(
+                f"The model server at {self.base_url} has no model {self.model!r} or no "
+                f"/chat/completions route (HTTP 404: {message}). Check #MODEL and the URL."
+            )
         if status in (400, 413, 422):
             return InputError(f"The model server refused the request: {message}")
         return BackendError(f"The model server at {self.base_url} answered HTTP {status}: {message}")

@@ -14,9 +14,12 @@ class AudioEncoder(nn.Module):
         super().__init__()
         width = config.audio_channels
         self.convs = nn.Sequential(
-            nn.Conv1d(config.n_mels, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv1d(config.n_mels, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.GELU(),
         )
         self.max_tokens = config.max_audio_tokens
         self.out_dim = width

@@ -30,8 +30,9 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     kind = hf.get("model_type")
     architectures = hf.get("architectures") or []
     if kind not in ("llama", "mistral"):
-        raise CheckpointError(f"{source} is a {kind or architectures or 'model of unknown type'!r} model; "
-                              f"only {SUPPORTED} are supported.")
+        raise CheckpointError(
+            f"{source} is a {kind or architectures or 'model of unknown type'!r} model; only {SUPPORTED} are supported."
+        )
     problems = []
     if kind == "mistral" and hf.get("sliding_window") is not None:
         problems.append(f"sliding-window attention (sliding_window={hf['sliding_window']})")
@@ -47,20 +48,31 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     scaling = None
     if rope_type == "llama3":
-        scaling = (float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"]),
-                   float(rope["original_max_position_embeddings"]))
+        scaling = (
+            float(rope["factor"]),
+            float(rope["low_freq_factor"]),
+            float(rope["high_freq_factor"]),
+            float(rope["original_max_position_embeddings"]),
+        )
     elif rope_type != "default":
         problems.append(f"RoPE scaling of type {rope_type!r}")
     if problems:
-        raise CheckpointError(f"{source} uses {' and '.join(problems)}, which our decoder does not run; "
-                              f"only {SUPPORTED} are supported.")
+        raise CheckpointError(
+            f"{source} uses {' and '.join(problems)}, which our decoder does not run; only {SUPPORTED} are supported."
+        )
     try:
         return ModelConfig(
-            vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["num_hidden_layers"], n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads, ffn_hidden=hf["intermediate_size"],
+            vocab_size=hf["vocab_size"],
+            d_model=d_model,
+            n_layers=hf["num_hidden_layers"],
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            ffn_hidden=hf["intermediate_size"],
             max_seq_len=hf.get("max_position_embeddings", 2048),
-            rope_theta=float(hf.get("rope_theta") or rope.get("rope_theta") or 10000.0), rope_scaling=scaling,
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            rope_theta=float(hf.get("rope_theta") or rope.get("rope_theta") or 10000.0),
+            rope_scaling=scaling,
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         )
     except KeyError as error:
         raise CheckpointError(f"{source} lacks {error.args[0]!r}, which a Llama config needs.") from None
@@ -70,13 +82,16 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
 
 def state_dict_from_hf(tensors: dict[str, torch.Tensor], config: ModelConfig, source: str) -> dict[str, torch.Tensor]:
     """Hugging Face Llama tensor names → ours, fusing q/k/v and gate/up; the language-model part only."""
+
     def take(name: str) -> torch.Tensor:
         if name not in tensors:
             raise CheckpointError(f"{source} lacks the tensor {name}.")
         return tensors[name]
 
-    state = {"text_encoder.embedding.weight": take("model.embed_tokens.weight"),
-             "norm.weight": take("model.norm.weight")}
+    state = {
+        "text_encoder.embedding.weight": take("model.embed_tokens.weight"),
+        "norm.weight": take("model.norm.weight"),
+    }
     if not config.tie_embeddings:
         state["lm_head.weight"] = take("lm_head.weight")
     for i in range(config.n_layers):
@@ -92,8 +107,9 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], config: ModelConfig, so
     return state
 
 
-def build_model(config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-                source: str) -> MultimodalModel:
+def build_model(
+    config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype, source: str
+) -> MultimodalModel:
     """A MultimodalModel whose text embeddings, decoder and lm_head hold `state`; in eval mode on `device`.
 
     The language model is built on the meta device and given `state`'s tensors (no random init of
@@ -102,12 +118,18 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], device: tor
     with torch.device("meta"):
         model = MultimodalModel(config)
     expected = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-             if k in expected and v.shape != expected[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     unknown = sorted(set(state) - set(expected))
     lm_part = ("text_encoder.", "decoder.", "norm.", "lm_head.")
-    missing = sorted(k for k in expected if k.startswith(lm_part) and k not in state
-                     and not (k == "lm_head.weight" and config.tie_embeddings))
+    missing = sorted(
+        k
+        for k in expected
+        if k.startswith(lm_part) and k not in state and not (k == "lm_head.weight" and config.tie_embeddings)
+    )
     if wrong or unknown:
         raise CheckpointError(f"{source} does not match its own config: " + "; ".join(wrong[:3] + unknown[:3]) + ".")
     if missing:

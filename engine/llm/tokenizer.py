@@ -23,8 +23,10 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 
 # How llama.cpp splits text before byte-level BPE, by `tokenizer.ggml.pre` (llama-vocab.cpp).
 _GPT2_SPLIT = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _pre_tokenizer(kind: str):
@@ -33,8 +35,12 @@ def _pre_tokenizer(kind: str):
     if kind in ("smollm", "starcoder", "refact", "codeshell"):  # each digit alone, then GPT-2's split
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _GPT2_SPLIT])
     if kind in ("llama-bpe", "llama3", "llama-v3", "smaug-bpe", "dbrx"):
-        return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
-                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     return None
 
 
@@ -48,8 +54,7 @@ def _byte_alphabet() -> dict[int, str]:
 class LMTokenizer:
     """A `tokenizers.Tokenizer` with the special tokens and chat template of the model it came with."""
 
-    def __init__(self, tokenizer: Tokenizer, chat_template: str, special: dict[str, str | None],
-                 stop_ids: set[int]):
+    def __init__(self, tokenizer: Tokenizer, chat_template: str, special: dict[str, str | None], stop_ids: set[int]):
         if not chat_template:
             raise CheckpointError("The tokenizer has no chat template, so a conversation cannot be laid out for it.")
         self._tokenizer = tokenizer
@@ -80,8 +85,12 @@ class LMTokenizer:
         """The chat template applied to `messages` ({"role", "content"} dicts)."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template,
-                                            add_generation_prompt=add_generation_prompt, **self.special)
+        rendered, _ = render_jinja_template(
+            conversations=[messages],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            **self.special,
+        )
         return rendered[0]
 
     def chat_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
@@ -93,8 +102,12 @@ class LMTokenizer:
         """Write tokenizer.json and tokenizer_config.json (the files `load` and transformers read)."""
         directory = Path(directory)
         self._tokenizer.save(str(directory / TOKENIZER_FILE))
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": self.chat_template,
-                  "stop_ids": sorted(self.stop_ids), **self.special}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": self.chat_template,
+            "stop_ids": sorted(self.stop_ids),
+            **self.special,
+        }
         (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -129,8 +142,9 @@ class LMTokenizer:
         """From a GGUF file's `tokenizer.*` metadata: byte-level BPE vocabularies (tokenizer.ggml.model gpt2)."""
         kind, pre = metadata.get("tokenizer.ggml.model"), metadata.get("tokenizer.ggml.pre", "default")
         if kind != "gpt2":
-            raise CheckpointError(f"{source} has a {kind!r} tokenizer; only byte-level BPE ('gpt2') GGUF "
-                                  "tokenizers are supported.")
+            raise CheckpointError(
+                f"{source} has a {kind!r} tokenizer; only byte-level BPE ('gpt2') GGUF tokenizers are supported."
+            )
         pre_tokenizer = _pre_tokenizer(pre)
         if pre_tokenizer is None:
             raise CheckpointError(f"{source} splits text the {pre!r} way (tokenizer.ggml.pre), which is not supported.")
@@ -148,18 +162,24 @@ class LMTokenizer:
         tokenizer.decoder = decoders.ByteLevel()
         # CONTROL (3) tokens are special, USER_DEFINED (4) ones plain added tokens: both stay whole in text
         kinds = list(zip(tokens, types, strict=True))
-        tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                      for t, kind in kinds if kind == 3 and set(t) <= letters])
+        tokenizer.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t, kind in kinds if kind == 3 and set(t) <= letters]
+        )
         tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t, kind in kinds if kind == 4])
 
         def text(key: str) -> str | None:
             index = metadata.get(f"tokenizer.ggml.{key}")
             return tokens[index] if index is not None and 0 <= index < len(tokens) else None
 
-        special = {"bos_token": text("bos_token_id"), "eos_token": text("eos_token_id"),
-                   "unk_token": text("unknown_token_id"), "pad_token": text("padding_token_id")}
-        stop_ids = {metadata[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
-                    if k in metadata}
+        special = {
+            "bos_token": text("bos_token_id"),
+            "eos_token": text("eos_token_id"),
+            "unk_token": text("unknown_token_id"),
+            "pad_token": text("padding_token_id"),
+        }
+        stop_ids = {
+            metadata[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in metadata
+        }
         try:
             return cls(tokenizer, metadata.get("tokenizer.chat_template", ""), special, stop_ids)
         except CheckpointError as error:

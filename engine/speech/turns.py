@@ -28,8 +28,15 @@ from engine.speech.vad import SAMPLE_RATE, EndOfSpeech
 
 
 class TurnTaker:
-    def __init__(self, transcriber=None, min_silence_ms: int = 700, threshold: float = 0.5,
-                 preroll_s: float = 1.0, max_seconds: float = 120.0, early_ms: int = 300):
+    def __init__(
+        self,
+        transcriber=None,
+        min_silence_ms: int = 700,
+        threshold: float = 0.5,
+        preroll_s: float = 1.0,
+        max_seconds: float = 120.0,
+        early_ms: int = 300,
+    ):
         self.transcriber, self.preroll_s, self.max_seconds = transcriber, preroll_s, max_seconds
         self.early_ms = min(early_ms, min_silence_ms // 2)
         self._worker: threading.Thread | None = None  # at most one early transcription at a time
@@ -72,8 +79,12 @@ class TurnTaker:
         pause_ms = self.silence_after_speech_s * 1000
         if pause_ms == 0.0:
             self._early = None  # speech goes on: the early guess is stale
-        elif (self._early is None and pause_ms >= self.early_ms and not self.detector.ended
-              and not (self._worker and self._worker.is_alive())):
+        elif (
+            self._early is None
+            and pause_ms >= self.early_ms
+            and not self.detector.ended
+            and not (self._worker and self._worker.is_alive())
+        ):
             self._early = np.concatenate(self._chunks)
             if self.transcriber is not None:
                 self._transcribe_in_background(self._early)

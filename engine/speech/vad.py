@@ -87,9 +87,13 @@ def speech_segments(wave, config: VadConfig = VadConfig()) -> list[Segment]:
     wave = _as_wave(wave)
     if wave.size < WINDOW:
         return []
-    options = VadOptions(threshold=config.threshold, min_silence_duration_ms=config.min_silence_ms,
-                         min_speech_duration_ms=config.min_speech_ms, speech_pad_ms=config.speech_pad_ms,
-                         max_speech_duration_s=config.max_segment_s)
+    options = VadOptions(
+        threshold=config.threshold,
+        min_silence_duration_ms=config.min_silence_ms,
+        min_speech_duration_ms=config.min_speech_ms,
+        speech_pad_ms=config.speech_pad_ms,
+        max_speech_duration_s=config.max_segment_s,
+    )
     found = get_speech_timestamps(wave, options, sampling_rate=SAMPLE_RATE)
     return [Segment(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in found]
 
@@ -100,7 +104,7 @@ def trim_silence(wave, config: VadConfig = VadConfig()) -> np.ndarray:
     segments = speech_segments(wave, config)
     if not segments:
         return wave[:0]
-    return wave[int(segments[0].start * SAMPLE_RATE): int(segments[-1].end * SAMPLE_RATE)]
+    return wave[int(segments[0].start * SAMPLE_RATE) : int(segments[-1].end * SAMPLE_RATE)]
 
 
 def split_for_asr(wave, config: VadConfig = VadConfig(), max_chunk_s: float = 30.0) -> list[tuple[float, np.ndarray]]:
@@ -116,7 +120,7 @@ def split_for_asr(wave, config: VadConfig = VadConfig(), max_chunk_s: float = 30
             chunks[-1][1] = segment.end
         else:
             chunks.append([segment.start, segment.end])
-    return [(start, wave[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]) for start, end in chunks]
+    return [(start, wave[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]) for start, end in chunks]
 
 
 class EndOfSpeech:

@@ -47,12 +47,12 @@ def _backend(model: str | None, device: str):
 
     if model or (DEFAULT_MODEL / "config.json").is_file():
         return load_backend(model, device=device), model or "built-in"
+    import torch
+
     from engine.backends.builtin import BuiltinBackend
     from engine.config import preset
     from engine.model import MultimodalModel
     from engine.tokenizer import ChatTokenizer
-
-    import torch
 
     tokenizer = ChatTokenizer.train([UTTERANCE, TYPICAL_FIRST_SENTENCE, "What is in the picture?"] * 50, vocab_size=512)
     torch.manual_seed(0)
@@ -67,14 +67,15 @@ def _microphone(audio: np.ndarray, chunks: queue.Queue) -> float:
     def play():
         for i in range(0, audio.size, CHUNK):
             time.sleep(max(0.0, start + (i + CHUNK) / 16000 - time.perf_counter()))
-            chunks.put(audio[i:i + CHUNK])
+            chunks.put(audio[i : i + CHUNK])
 
     threading.Thread(target=play, daemon=True).start()
     return start
 
 
-def voice_turn(audio: np.ndarray, speech_end_s: float, transcriber, backend, min_silence_ms: int,
-               early: bool = True) -> dict:
+def voice_turn(
+    audio: np.ndarray, speech_end_s: float, transcriber, backend, min_silence_ms: int, early: bool = True
+) -> dict:
     """One hands-free turn through VAD, ASR, the backend and TTS; latencies from the end of speech."""
     from engine.speech.reply import speech_turn, spoken_reply
     from engine.speech.tts import wav_bytes
@@ -103,9 +104,13 @@ def voice_turn(audio: np.ndarray, speech_end_s: float, transcriber, backend, min
     stream.close()
     if first_token is None:  # an empty reply (random weights): its first token was the end marker
         first_token = time.perf_counter()
-    return {"vad_decision_s": decided - speech_end, "asr_s": heard - decided,
-            "first_token_s": first_token - speech_end if first_token else None,
-            "first_audio_s": first_audio - speech_end if first_audio else None, "transcript": transcript.text}
+    return {
+        "vad_decision_s": decided - speech_end,
+        "asr_s": heard - decided,
+        "first_token_s": first_token - speech_end if first_token else None,
+        "first_audio_s": first_audio - speech_end if first_audio else None,
+        "transcript": transcript.text,
+    }
 
 
 def _spoken_utterance() -> np.ndarray:
@@ -133,8 +138,11 @@ def _time_asr(args, utterance: np.ndarray, duration: float) -> tuple[object, flo
         began = time.perf_counter()
         transcriber.transcribe(utterance + np.float32((run_index + 1) * 1e-6))
         asr_times.append(time.perf_counter() - began)
-    print(f"ASR {transcriber.name} ({transcriber.device}, {transcriber.compute_type}, beam {args.beam_size}): "
-          f"{statistics.median(asr_times):.3f} s for {duration:.2f} s", file=sys.stderr)
+    print(
+        f"ASR {transcriber.name} ({transcriber.device}, {transcriber.compute_type}, beam {args.beam_size}): "
+        f"{statistics.median(asr_times):.3f} s for {duration:.2f} s",
+        file=sys.stderr,
+    )
     return transcriber, load_s, asr_times
 
 
@@ -149,8 +157,13 @@ def run(args) -> dict:
     backend, backend_note = _backend(args.model, args.device)
     # the model's decode speed on a text turn (also its warm-up), for the typical-sentence estimate
     info = ReplyInfo()
-    "".join(backend.stream(Conversation(turns=[Turn("user", UTTERANCE)]),
-                           GenerationConfig(max_new_tokens=48, temperature=0.0), info=info))
+    "".join(
+        backend.stream(
+            Conversation(turns=[Turn("user", UTTERANCE)]),
+            GenerationConfig(max_new_tokens=48, temperature=0.0),
+            info=info,
+        )
+    )
     pad = np.zeros(8000, np.float32)
     audio = np.concatenate([pad, utterance, np.zeros(48000, np.float32)])
     speech_end_s = (pad.size + loud[-1] + 1) / 16000
@@ -158,8 +171,11 @@ def run(args) -> dict:
     for run_index in range(args.runs + 1):  # the first turn warms the audio path up and is not counted
         transcriber.clear_cache()
         turns.append(voice_turn(audio, speech_end_s, transcriber, backend, args.min_silence_ms, not args.no_early))
-        print(f"voice turn {run_index}: " + ", ".join(f"{k} {v:.3f}" for k, v in turns[-1].items()
-                                                      if isinstance(v, float)), file=sys.stderr)
+        print(
+            f"voice turn {run_index}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in turns[-1].items() if isinstance(v, float)),
+            file=sys.stderr,
+        )
     turns = turns[1:]
     # a typical first sentence at this model's speed: its tokens decoded after the first, then spoken
     tokenizer = getattr(backend, "tokenizer", None)
@@ -167,6 +183,7 @@ def run(args) -> dict:
     began = time.perf_counter()
     synthesize(TYPICAL_FIRST_SENTENCE)
     tts_s = time.perf_counter() - began
+
     def median(key):  # over the turns that had it (a random model's reply can be empty)
         values = [t[key] for t in turns if t[key] is not None]
         return statistics.median(values) if values else None
@@ -175,21 +192,36 @@ def run(args) -> dict:
     speed = info.tokens_per_second if info.new_tokens >= 8 else None  # too short a reply to time
     decode_s = (sentence_tokens - 1) / speed if speed else None
     return {
-        "asr": {"model": transcriber.name, "device": transcriber.device, "compute_type": transcriber.compute_type,
-                "beam_size": args.beam_size, "load_s": round(load_s, 3), "audio_s": round(duration, 2),
-                "transcribe_s": round(statistics.median(asr_times), 3),
-                "rtf": round(statistics.median(asr_times) / duration, 3)},
-        "voice": {"backend": f"{backend.name} ({backend_note})", "min_silence_ms": args.min_silence_ms,
-                  "early_asr": not args.no_early,
-                  "vad_decision_s": round(median("vad_decision_s"), 3), "asr_s": round(median("asr_s"), 3),
-                  "first_token_s": round(first_token, 3) if first_token is not None else None,
-                  "first_audio_s": round(median("first_audio_s"), 3) if median("first_audio_s") is not None else None,
-                  "first_audio_typical_sentence_s": (round(first_token + decode_s + tts_s, 3)
-                                                     if first_token is not None and decode_s is not None else None),
-                  "decode_tok_s": round(speed, 1) if speed else None, "tts_first_sentence_s": round(tts_s, 3),
-                  "transcript": turns[-1]["transcript"]},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "asr": {
+            "model": transcriber.name,
+            "device": transcriber.device,
+            "compute_type": transcriber.compute_type,
+            "beam_size": args.beam_size,
+            "load_s": round(load_s, 3),
+            "audio_s": round(duration, 2),
+            "transcribe_s": round(statistics.median(asr_times), 3),
+            "rtf": round(statistics.median(asr_times) / duration, 3),
+        },
+        "voice": {
+            "backend": f"{backend.name} ({backend_note})",
+            "min_silence_ms": args.min_silence_ms,
+            "early_asr": not args.no_early,
+            "vad_decision_s": round(median("vad_decision_s"), 3),
+            "asr_s": round(median("asr_s"), 3),
+            "first_token_s": round(first_token, 3) if first_token is not None else None,
+            "first_audio_s": round(median("first_audio_s"), 3) if median("first_audio_s") is not None else None,
+            "first_audio_typical_sentence_s": (
+                round(first_token + decode_s + tts_s, 3) if first_token is not None and decode_s is not None else None
+            ),
+            "decode_tok_s": round(speed, 1) if speed else None,
+            "tts_first_sentence_s": round(tts_s, 3),
+            "transcript": turns[-1]["transcript"],
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "runs": args.runs,
     }
 
@@ -208,12 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     asr, voice = result["asr"], result["voice"]
     fmt = lambda value: "n/a" if value is None else f"{value:.2f} s"
-    print(f"ASR real-time factor ({asr['model']}, {asr['device']} {asr['compute_type']}, beam {asr['beam_size']}): "
-          f"{asr['rtf']:.3f}  ({asr['transcribe_s']:.2f} s for {asr['audio_s']:.2f} s of speech; load {asr['load_s']:.2f} s)")
+    print(
+        f"ASR real-time factor ({asr['model']}, {asr['device']} {asr['compute_type']}, beam {asr['beam_size']}): "
+        f"{asr['rtf']:.3f}  ({asr['transcribe_s']:.2f} s for {asr['audio_s']:.2f} s of speech; "
+        f"load {asr['load_s']:.2f} s)"
+    )
     print(f"Voice turn, {voice['backend']}, end of speech after {voice['min_silence_ms']} ms of pause:")
     print(f"  VAD decision           {fmt(voice['vad_decision_s'])}\n  + transcription        {fmt(voice['asr_s'])}")
-    print(f"  -> first reply token   {fmt(voice['first_token_s'])}\n  -> first audible sample {fmt(voice['first_audio_s'])}"
-          f"  (typical first sentence at {voice['decode_tok_s']} tok/s: {fmt(voice['first_audio_typical_sentence_s'])})")
+    print(
+        f"  -> first reply token   {fmt(voice['first_token_s'])}\n"
+        f"  -> first audible sample {fmt(voice['first_audio_s'])}"
+        f"  (typical first sentence at {voice['decode_tok_s']} tok/s: {fmt(voice['first_audio_typical_sentence_s'])})"
+    )
     if args.json:
         print(json.dumps(result))
     return 0

@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import re
 
-_SPELLINGS = {"colour": "color", "colours": "colors", "favourite": "favorite", "centre": "center",
-              "grey": "gray", "neighbour": "neighbor", "realise": "realize", "organise": "organize"}
+_SPELLINGS = {
+    "colour": "color",
+    "colours": "colors",
+    "favourite": "favorite",
+    "centre": "center",
+    "grey": "gray",
+    "neighbour": "neighbor",
+    "realise": "realize",
+    "organise": "organize",
+}
 
 
 def normalize_words(text: str) -> list[str]:

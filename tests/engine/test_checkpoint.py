@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 import torch
+from tiny_models import tiny_backend, tiny_model, tiny_tokenizer
 
 from engine.backends import load_backend
 from engine.config import ModelConfig, preset
 from engine.loading import load_checkpoint, resolve_device, save_checkpoint
 from engine.tokenizer import ChatTokenizer
 from engine.types import CheckpointError, Conversation, GenerationConfig, Turn
-from tiny_models import tiny_backend, tiny_model, tiny_tokenizer
 
 CONFIG = GenerationConfig(max_new_tokens=20, temperature=0.8, seed=7)
 
@@ -95,8 +95,9 @@ def test_weights_of_the_other_decoder_are_named(saved, tmp_path):
 
 
 def test_a_tokenizer_from_another_model_is_named(saved):
-    ChatTokenizer.train(["some other text entirely"] * 50 + [chr(i) * 3 for i in range(300, 2000)],
-                        vocab_size=2000, min_frequency=1).save(saved)
+    ChatTokenizer.train(
+        ["some other text entirely"] * 50 + [chr(i) * 3 for i in range(300, 2000)], vocab_size=2000, min_frequency=1
+    ).save(saved)
     with pytest.raises(CheckpointError, match="tokenizer.json has .* tokens but config.json allows"):
         load_checkpoint(saved, device="cpu")
 

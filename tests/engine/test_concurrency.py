@@ -2,12 +2,21 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.generation import active_caches
-from engine.types import Conversation, GenerationConfig, Turn
 from tiny_models import tiny_backend
 
-QUESTIONS = ["hello there", "What color is the circle?", "Is that speech or music?", "how are you today?",
-             "There are three squares", "I am fine", "thank you very much", "a blue star"]
+from engine.generation import active_caches
+from engine.types import Conversation, GenerationConfig, Turn
+
+QUESTIONS = [
+    "hello there",
+    "What color is the circle?",
+    "Is that speech or music?",
+    "how are you today?",
+    "There are three squares",
+    "I am fine",
+    "thank you very much",
+    "a blue star",
+]
 
 
 def test_eight_threads_streaming_at_once_match_their_solo_outputs(image_png, speech_wav_16k):

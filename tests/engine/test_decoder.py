@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from engine.fusion import AUDIO, IMAGE, MediaSlot, ModelInputs
 from engine.generation import decode_one_token, prefill
-from tiny_models import tiny_model
 
 
 def random_inputs(config, batch_lengths, seed=0, with_media=True):
@@ -19,23 +19,36 @@ def random_inputs(config, batch_lengths, seed=0, with_media=True):
         n_img, mel = config.image_tokens, torch.randn(config.n_mels, 50, generator=g)
         n_aud = config.audio_tokens(mel.shape[-1])
         if config.fusion == "concat":
-            kinds[0, 2:2 + n_img] = IMAGE
-            kinds[0, 2 + n_img:2 + n_img + n_aud] = AUDIO
+            kinds[0, 2 : 2 + n_img] = IMAGE
+            kinds[0, 2 + n_img : 2 + n_img + n_aud] = AUDIO
         else:
             slots = [MediaSlot(batch=0, position=2, text_span=(3, 12), images=[0], audio=[0])]
         images = torch.randn(1, 3, config.image_size, config.image_size, generator=g)
         audio = [mel]
     for row, length in enumerate(batch_lengths):
         ids[row, length:] = 0
-    return ModelInputs(ids=ids, positions=torch.arange(width).expand(len(batch_lengths), width),
-                       lengths=torch.tensor(batch_lengths), media_kind=kinds, images=images, audio=audio, slots=slots)
+    return ModelInputs(
+        ids=ids,
+        positions=torch.arange(width).expand(len(batch_lengths), width),
+        lengths=torch.tensor(batch_lengths),
+        media_kind=kinds,
+        images=images,
+        audio=audio,
+        slots=slots,
+    )
 
 
 def prompt_part(inputs: ModelInputs, length: int) -> ModelInputs:
     B = inputs.ids.shape[0]
-    return ModelInputs(ids=inputs.ids[:, :length], positions=inputs.positions[:, :length],
-                       lengths=torch.full((B,), length), media_kind=inputs.media_kind[:, :length],
-                       images=inputs.images, audio=inputs.audio, slots=inputs.slots)
+    return ModelInputs(
+        ids=inputs.ids[:, :length],
+        positions=inputs.positions[:, :length],
+        lengths=torch.full((B,), length),
+        media_kind=inputs.media_kind[:, :length],
+        images=inputs.images,
+        audio=inputs.audio,
+        slots=inputs.slots,
+    )
 
 
 @pytest.mark.parametrize("decoder", ["transformer", "lstm"])
@@ -52,7 +65,7 @@ def test_cached_decoding_equals_full_forward(decoder, fusion):
         for position in range(prompt_len, total - 1):
             steps.append(decode_one_token(model, inputs.ids[:, position], torch.full((2,), position), cache))
     cached = torch.stack(steps, dim=1)  # (B, total - prompt_len, V)
-    torch.testing.assert_close(cached, full[:, prompt_len - 1:total - 1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cached, full[:, prompt_len - 1 : total - 1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("decoder", ["transformer", "lstm"])
@@ -67,9 +80,13 @@ def test_rows_of_different_lengths_decode_at_their_own_positions(decoder):
         second = decode_one_token(model, nxt, batch.lengths.clone(), cache)
         for row, length in enumerate([30, 18]):
             alone = random_inputs(model.config, [30, 18], with_media=False)
-            ids = torch.cat([alone.ids[row:row + 1, :length], nxt[row].view(1, 1)], dim=1)
-            single = ModelInputs(ids=ids, positions=torch.arange(length + 1)[None], lengths=torch.tensor([length + 1]),
-                                 media_kind=torch.zeros_like(ids))
+            ids = torch.cat([alone.ids[row : row + 1, :length], nxt[row].view(1, 1)], dim=1)
+            single = ModelInputs(
+                ids=ids,
+                positions=torch.arange(length + 1)[None],
+                lengths=torch.tensor([length + 1]),
+                media_kind=torch.zeros_like(ids),
+            )
             logits = model.logits(model(single))[0]
             torch.testing.assert_close(first[row], logits[length - 1], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(second[row], logits[length], atol=1e-4, rtol=1e-4)

@@ -5,12 +5,12 @@ import threading
 
 import pytest
 import torch
+from tiny_models import tiny_backend, tiny_tokenizer
 
 from engine.generation import active_caches, generate, sample
 from engine.prompt import build_prompt, collate
 from engine.streaming import stream_text
 from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
-from tiny_models import tiny_backend, tiny_tokenizer
 
 GREEDY = GenerationConfig(max_new_tokens=40, temperature=0)
 
@@ -36,7 +36,9 @@ def test_stream_pieces_grow_into_the_whole_reply(decoder):
     info = ReplyInfo()
     pieces = list(backend.stream(ask(), GREEDY, info=info))
     tokens = raw_tokens(backend, GREEDY)
-    end = next((i for i, t in enumerate(tokens) if t in (backend.tokenizer.end_id, backend.tokenizer.eos_id)), len(tokens))
+    end = next(
+        (i for i, t in enumerate(tokens) if t in (backend.tokenizer.end_id, backend.tokenizer.eos_id)), len(tokens)
+    )
     assert "".join(pieces) == backend.tokenizer.decode(tokens[:end]).rstrip("\ufffd")
     assert info.new_tokens == end and info.finish_reason == ("stop" if end < len(tokens) else "length")
 
@@ -65,10 +67,10 @@ def test_text_that_might_start_a_stop_sequence_is_held_back_not_taken_back():
 def test_stop_sequences_on_a_real_model_stream():
     backend = tiny_backend(seed=5)
     whole = "".join(backend.stream(ask(), GenerationConfig(max_new_tokens=60, temperature=0)))
-    stop = whole[len(whole) // 2:len(whole) // 2 + 2]
+    stop = whole[len(whole) // 2 : len(whole) // 2 + 2]
     assert len(stop) == 2
     cut = "".join(backend.stream(ask(), GenerationConfig(max_new_tokens=60, temperature=0, stop=(stop,))))
-    assert cut == whole[:whole.find(stop)]
+    assert cut == whole[: whole.find(stop)]
 
 
 def test_pieces_are_never_broken_utf8():

@@ -1,11 +1,11 @@
 """Offline tools (PP-OCRv4, OpenCV faces, colour names) and how their findings reach the model."""
 
 from PIL import Image, ImageDraw, ImageFont
+from tiny_models import tiny_backend
 
 from engine.observe import dominant_colors, nearest_color_name, observe_image
 from engine.prompt import build_prompt
 from engine.types import Conversation, ReplyInfo, Turn
-from tiny_models import tiny_backend
 
 
 def word_image(word="HELLO", background=(245, 245, 245)):

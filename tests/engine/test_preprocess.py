@@ -12,8 +12,15 @@ import torch
 from PIL import Image, ImageFile
 
 from engine import preprocess
-from engine.preprocess import (describe_source, image_to_tensor, load_audio_features, load_image,
-                               log_mel, read_audio, read_image)
+from engine.preprocess import (
+    describe_source,
+    image_to_tensor,
+    load_audio_features,
+    load_image,
+    log_mel,
+    read_audio,
+    read_image,
+)
 from engine.types import AudioError, ImageError, InputError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -38,17 +45,25 @@ def write_float_wav(path, samples: np.ndarray, rate: int = 16000):
     """Mono 32-bit IEEE float WAV (the `wave` module only writes integer PCM)."""
     data = samples.astype("<f4").tobytes()
     fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
-    body = (b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
-            + b"data" + struct.pack("<I", len(data)) + data)
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
 
 
 # ----------------------------------------------------------------------------- images
 
-IMAGE_FIXTURES = ["image_png", "image_jpeg_exif_rotated", "image_rgba_png", "image_gif_animated",
-                  "image_webp", "image_bmp", "image_greyscale_png", "image_16bit_png",
-                  "image_cmyk_jpeg", "image_heic"]
+IMAGE_FIXTURES = [
+    "image_png",
+    "image_jpeg_exif_rotated",
+    "image_rgba_png",
+    "image_gif_animated",
+    "image_webp",
+    "image_bmp",
+    "image_greyscale_png",
+    "image_16bit_png",
+    "image_cmyk_jpeg",
+    "image_heic",
+]
 
 
 @pytest.mark.parametrize("fixture", IMAGE_FIXTURES)
@@ -115,15 +130,25 @@ def test_image_bytes_decode_like_the_file(image_png, image_heic):
         assert torch.equal(load_image(path.read_bytes(), 32), load_image(path, 32))
 
 
-@pytest.mark.parametrize("fixture, words", [
-    ("image_corrupt", ["damaged", "PNG or JPEG"]),
-    pytest.param("image_bomb", ["too large", "40 megapixels"], marks=pytest.mark.filterwarnings(
-        "ignore::PIL.Image.DecompressionBombWarning")),
-    pytest.param("image_bomb", ["too large", "decompression bomb"], id="bomb-warning-as-error",
-                 marks=pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")),
-    ("image_over_limit", ["too large", "42 megapixels", "resize"]),
-    ("not_an_image", ["not an image", "PNG or JPEG"]),
-])
+@pytest.mark.parametrize(
+    "fixture, words",
+    [
+        ("image_corrupt", ["damaged", "PNG or JPEG"]),
+        pytest.param(
+            "image_bomb",
+            ["too large", "40 megapixels"],
+            marks=pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+        ),
+        pytest.param(
+            "image_bomb",
+            ["too large", "decompression bomb"],
+            id="bomb-warning-as-error",
+            marks=pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning"),
+        ),
+        ("image_over_limit", ["too large", "42 megapixels", "resize"]),
+        ("not_an_image", ["not an image", "PNG or JPEG"]),
+    ],
+)
 def test_bad_images_are_refused_with_a_helpful_message(fixture, words, request):
     with pytest.raises(ImageError) as caught:
         read_image(request.getfixturevalue(fixture))
@@ -149,8 +174,13 @@ def test_pillows_own_bomb_error_is_translated(image_png, monkeypatch):
 
 def test_missing_empty_folder_and_huge_sources_are_refused(tmp_path, image_png, monkeypatch):
     (tmp_path / "empty.png").write_bytes(b"")
-    cases = [(tmp_path / "nope.jpg", "does not exist"), (tmp_path / "empty.png", "empty"),
-             (b"", "empty"), (tmp_path, "folder"), (str(tmp_path / "nope.jpg"), "does not exist")]
+    cases = [
+        (tmp_path / "nope.jpg", "does not exist"),
+        (tmp_path / "empty.png", "empty"),
+        (b"", "empty"),
+        (tmp_path, "folder"),
+        (str(tmp_path / "nope.jpg"), "does not exist"),
+    ]
     for source, words in cases:
         with pytest.raises(ImageError, match=words):
             read_image(source)
@@ -169,8 +199,14 @@ def test_describe_source():
 
 # ----------------------------------------------------------------------------- audio
 
-SPEECH_FIXTURES = ["speech_wav_16k", "speech_flac_44k_stereo", "speech_webm_opus_48k",
-                   "speech_ogg_opus", "speech_mp3", "speech_ogg_vorbis"]
+SPEECH_FIXTURES = [
+    "speech_wav_16k",
+    "speech_flac_44k_stereo",
+    "speech_webm_opus_48k",
+    "speech_ogg_opus",
+    "speech_mp3",
+    "speech_ogg_vorbis",
+]
 
 
 @pytest.mark.parametrize("fixture", SPEECH_FIXTURES)
@@ -212,15 +248,15 @@ def test_long_audio_is_refused_from_metadata_without_decoding(long_audio_flac, m
             read_audio(source)
 
 
-def test_long_audio_without_a_stated_duration_is_refused_after_decoding(speech_webm_opus_48k,
-                                                                        monkeypatch):
+def test_long_audio_without_a_stated_duration_is_refused_after_decoding(speech_webm_opus_48k, monkeypatch):
     monkeypatch.setattr(preprocess, "MAX_AUDIO_SECONDS", 1)  # the webm states no duration
     with pytest.raises(AudioError, match="too long. The limit is 1 s"):
         read_audio(speech_webm_opus_48k)
 
 
-def test_bad_audio_is_refused_with_a_helpful_message(tmp_path, empty_wav, not_audio_wav,
-                                                     speech_flac_44k_stereo, speech_wav_16k):
+def test_bad_audio_is_refused_with_a_helpful_message(
+    tmp_path, empty_wav, not_audio_wav, speech_flac_44k_stereo, speech_wav_16k
+):
     text = tmp_path / "notes.wav"
     text.write_text("not a recording\n" * 20)
     cut_header = tmp_path / "cut_header.wav"
@@ -230,11 +266,18 @@ def test_bad_audio_is_refused_with_a_helpful_message(tmp_path, empty_wav, not_au
     no_frames = write_wav(tmp_path / "no_frames.wav", np.zeros((1, 0)), 16000)
     nan = np.sin(np.arange(16000) / 10)
     nan[100] = np.nan
-    cases = [(empty_wav, "empty"), (b"", "empty"), (not_audio_wav, "no audio track"),
-             (text, "not an audio file"), (cut_header, "not an audio file"),
-             (truncated, "damaged"), (no_frames, "no sound"),
-             (tmp_path / "nope.wav", "does not exist"),
-             (tmp_path, "folder"), (write_float_wav(tmp_path / "nan.wav", nan), "NaN")]
+    cases = [
+        (empty_wav, "empty"),
+        (b"", "empty"),
+        (not_audio_wav, "no audio track"),
+        (text, "not an audio file"),
+        (cut_header, "not an audio file"),
+        (truncated, "damaged"),
+        (no_frames, "no sound"),
+        (tmp_path / "nope.wav", "does not exist"),
+        (tmp_path, "folder"),
+        (write_float_wav(tmp_path / "nan.wav", nan), "NaN"),
+    ]
     for source, words in cases:
         with pytest.raises(AudioError, match=words):
             read_audio(source)

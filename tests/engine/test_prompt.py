@@ -1,10 +1,10 @@
 """The chat template, the context budget and what a person can type."""
 
 import pytest
+from tiny_models import tiny_backend
 
 from engine.prompt import build_prompt
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo, Turn
-from tiny_models import tiny_backend
 
 
 def long_conversation(n_exchanges: int) -> Conversation:
@@ -77,5 +77,8 @@ def test_invalid_generation_settings_are_refused():
 def test_media_in_a_non_user_turn_is_refused(image_png):
     backend = tiny_backend()
     with pytest.raises(InputError, match="user turns"):
-        build_prompt(Conversation("", [Turn("assistant", "x", images=[image_png]), Turn("user", "y")]),
-                     backend.tokenizer, backend.config)
+        build_prompt(
+            Conversation("", [Turn("assistant", "x", images=[image_png]), Turn("user", "y")]),
+            backend.tokenizer,
+            backend.config,
+        )

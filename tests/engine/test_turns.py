@@ -35,8 +35,14 @@ def test_an_image_in_two_turns_and_two_replies_is_observed_once(tmp_path, monkey
     calls = count_tool_calls(monkeypatch)
     photo = noise_png(tmp_path / "photo.png", seed=1)
     backend = tiny_backend(observations=("ocr", "faces", "colors"))
-    conversation = Conversation("", [Turn("user", "What is it?", images=[photo]), Turn("assistant", "Noise."),
-                                     Turn("user", "And now?", images=[photo])])
+    conversation = Conversation(
+        "",
+        [
+            Turn("user", "What is it?", images=[photo]),
+            Turn("assistant", "Noise."),
+            Turn("user", "And now?", images=[photo]),
+        ],
+    )
     for _ in range(2):  # two replies to the same conversation
         info = ReplyInfo()
         list(backend.stream(conversation, GenerationConfig(max_new_tokens=2, temperature=0), info=info))
@@ -62,12 +68,16 @@ def test_the_prompt_is_built_from_prepared_turns_without_reading_files(tmp_path,
 
 
 def test_observation_lines_keep_their_trained_wording():
-    prepared = turns.PreparedTurn("user", "What is it?", (turns.PreparedImage(None, observation="text: EXIT; faces: 0; "
-                                                                                   "colors: red"),),
-                                  (turns.PreparedAudio(None, heard="hello"),))
+    prepared = turns.PreparedTurn(
+        "user",
+        "What is it?",
+        (turns.PreparedImage(None, observation="text: EXIT; faces: 0; colors: red"),),
+        (turns.PreparedAudio(None, heard="hello"),),
+    )
     assert prepared.observations == ("image 1: text: EXIT; faces: 0; colors: red", "audio 1: heard: hello")
-    assert prepared.text_with_notes() == ("[image 1: text: EXIT; faces: 0; colors: red]\n[audio 1: heard: hello]\n"
-                                          "What is it?")
+    assert prepared.text_with_notes() == (
+        "[image 1: text: EXIT; faces: 0; colors: red]\n[audio 1: heard: hello]\nWhat is it?"
+    )
 
 
 def test_a_transcriber_hears_each_clip_once(tmp_path, speech_wav_16k):

@@ -14,8 +14,14 @@ FAST = ["--preset", "tiny", "--prompt-tokens", "16", "--new-tokens", "8", "--rep
 
 def bench(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "lab.bench", *FAST, *map(str, args)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.bench", *FAST, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result

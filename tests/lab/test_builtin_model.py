@@ -15,12 +15,12 @@ import pytest
 from engine.backends import DEFAULT_MODEL
 from engine.backends.base import Sampling
 from engine.backends.builtin import BuiltinBackend
+from engine.types import Conversation, GenerationConfig, Turn
+from lab.data.photos import DESCRIBE, HELDOUT_PHOTOS, available_photos
 from lab.data.questions import make_question
 from lab.data.scenes import random_scene, render_scene
-from lab.data.photos import DESCRIBE, HELDOUT_PHOTOS, available_photos
 from lab.evaluate import names_every_shape, says_something_true
 from lab.metrics import exact_match
-from engine.types import Conversation, GenerationConfig, Turn
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = GenerationConfig(max_new_tokens=64, temperature=0.0)
@@ -51,7 +51,7 @@ def ask(backend, question: str, image: Path) -> str:
 def test_the_builtin_model_is_shipped_small_and_complete():
     files = {p.name: p.stat().st_size for p in DEFAULT_MODEL.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
-    assert sum(files.values()) < 50 * 2 ** 20
+    assert sum(files.values()) < 50 * 2**20
     config = json.loads((DEFAULT_MODEL / "config.json").read_text())
     assert set(config["observations"]) == {"ocr", "faces", "colors", "asr"}
 
@@ -87,8 +87,7 @@ def test_what_do_you_see_names_the_shapes_of_plain_scenes_it_never_saw(backend, 
     """Issue 3's description check on 16 new plain scenes of 1-3 shapes (measured: 16 of 16)."""
     named = []
     for i in range(16):
-        scene = random_scene(random.Random(f"tests-only/plain/{i}"), 1, 3, word_probability=0.0,
-                             backgrounds=("plain",))
+        scene = random_scene(random.Random(f"tests-only/plain/{i}"), 1, 3, word_probability=0.0, backgrounds=("plain",))
         render_scene(scene, 128).save(path := tmp_path / f"{i}.png")
         named.append(names_every_shape(ask(backend, "What do you see?", path), scene.to_dict()))
     assert sum(named) >= 15, f"every shape named in {sum(named)} of 16 descriptions"
@@ -119,9 +118,14 @@ def test_it_says_something_true_about_photos_it_never_saw(backend):
 
 def test_launch_ask_uses_it_offline(new_scenes):
     scene, path, _ = next((s, p, i) for s, p, i in new_scenes if s.word)
-    result = subprocess.run([sys.executable, "launch.py", "ask", "What does the text say?", "--image", str(path),
-                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "launch.py", "ask", "What does the text say?", "--image", str(path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout.strip().splitlines()[-1])
     assert reply["reply"] == f"It says {scene.word.text}."

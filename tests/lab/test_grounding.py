@@ -8,18 +8,18 @@ import pytest
 import torch
 
 from engine.config import preset
+from engine.fusion import IMAGE
+from engine.model import MultimodalModel
+from engine.prompt import build_prompt, collate
+from engine.tokenizer import ChatTokenizer
+from engine.types import Conversation, InputError, Turn
 from lab.data.dataset import Example
 from lab.data.questions import describe
 from lab.data.quiz import draw_quiz
 from lab.data.scenes import Scene, Shape, random_scene, render_scene
-from engine.fusion import IMAGE
 from lab.grounding import AttentionGrounding, grounding_queries
-from engine.model import MultimodalModel
-from engine.prompt import build_prompt, collate
-from engine.tokenizer import ChatTokenizer
 from lab.losses import accumulate_gradients
 from lab.train import TrainConfig
-from engine.types import Conversation, InputError, Turn
 
 # one image token per cell of the scene grid: 12 px through two stride-2 stages -> 3x3
 CONFIG = dict(image_size=12, image_channels=(16, 32))
@@ -28,10 +28,13 @@ CONFIG = dict(image_size=12, image_channels=(16, 32))
 def scene_example(scene: Scene, folder) -> Example:
     picture = folder / f"scene-{abs(hash(scene))}.png"
     render_scene(scene, size=48).save(picture)
-    turns = [Turn("user", "What do you see?", images=[picture], created=0.0),
-             Turn("assistant", describe(scene), created=0.0)]
-    return Example("scene-test", Conversation("", turns), "describe", describe(scene), "scene",
-                   {"scene": scene.to_dict()})
+    turns = [
+        Turn("user", "What do you see?", images=[picture], created=0.0),
+        Turn("assistant", describe(scene), created=0.0),
+    ]
+    return Example(
+        "scene-test", Conversation("", turns), "describe", describe(scene), "scene", {"scene": scene.to_dict()}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +44,28 @@ def tokenizer():
 
 
 def draw_quiz_texts(scene):
-    example = Example("s", Conversation("", [Turn("user", "hi", images=["x.png"]), Turn("assistant", "ok")]),
-                      "describe", "ok", "scene", {"scene": scene.to_dict()})
+    example = Example(
+        "s",
+        Conversation("", [Turn("user", "hi", images=["x.png"]), Turn("assistant", "ok")]),
+        "describe",
+        "ok",
+        "scene",
+        {"scene": scene.to_dict()},
+    )
     return draw_quiz(example, random.Random(0), 6).conversation.turns
 
 
 def test_each_answer_token_looks_at_the_cells_its_answer_is_about(tokenizer, tmp_path):
     config = preset("tiny", vocab_size=tokenizer.vocab_size, **CONFIG)
-    scene = Scene(background="plain", colors=((255, 255, 255),),
-                  shapes=(Shape("star", "red", "large", 0, 0), Shape("square", "red", "medium", 1, 2),
-                          Shape("circle", "blue", "small", 2, 1)))
+    scene = Scene(
+        background="plain",
+        colors=((255, 255, 255),),
+        shapes=(
+            Shape("star", "red", "large", 0, 0),
+            Shape("square", "red", "medium", 1, 2),
+            Shape("circle", "blue", "small", 2, 1),
+        ),
+    )
     example = scene_example(scene, tmp_path)
     seen_types = set()
     for seed in range(40):
@@ -111,13 +126,13 @@ def test_its_attention_is_the_heads_attention_in_the_forward_pass(tokenizer, tmp
         model(collate(prompts))
     hook.remove()
     D, C = model.config.head_dim, model.config.d_model
-    values = grounding._qkv[-1][..., 2 * C + 2 * D:2 * C + 3 * D]  # (B, T, D) of head 2
+    values = grounding._qkv[-1][..., 2 * C + 2 * D : 2 * C + 3 * D]  # (B, T, D) of head 2
     rows = torch.tensor([0, 1, 2, 2])
     positions = torch.tensor([len(prompts[0]) - 1, 20, 5, len(prompts[2]) - 1])
     weights = grounding.weights(rows, positions)  # (4, T)
     assert torch.allclose(weights.sum(-1), torch.ones(4))
     assert (weights[2, 6:] == 0).all()  # causal
-    expected = mixed[0][rows, positions, 2 * D:3 * D]
+    expected = mixed[0][rows, positions, 2 * D : 3 * D]
     torch.testing.assert_close(torch.einsum("nt,ntd->nd", weights, values[rows]), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -133,8 +148,9 @@ def test_training_with_it_moves_the_heads_attention_onto_the_asked_shape(tokeniz
     losses = []
     for _ in range(40):
         optimizer.zero_grad()
-        _, _, grounding_loss = accumulate_gradients(model, prompts, torch.device("cpu"), None, [None] * 8,
-                                                    grounding, queries, grounding_weight=1.0)
+        _, _, grounding_loss = accumulate_gradients(
+            model, prompts, torch.device("cpu"), None, [None] * 8, grounding, queries, grounding_weight=1.0
+        )
         optimizer.step()
         losses.append(grounding_loss)
     # at first the mass on the asked cells is about their share of the keys; then most of it
@@ -172,4 +188,4 @@ def test_with_detached_keys_only_the_query_side_learns(tokenizer, tmp_path):
         model.zero_grad()
         loss.backward()
         assert qkv.grad[:D].abs().sum() > 0  # head 0's queries
-        assert bool(qkv.grad[C:C + D].abs().sum() > 0) == keys_move  # head 0's keys
+        assert bool(qkv.grad[C : C + D].abs().sum() > 0) == keys_move  # head 0's keys

@@ -19,8 +19,11 @@ def test_the_cut_is_the_cheapest_of_all_cuts_of_the_length_order():
     lengths = [12, 95, 40, 41, 200, 13, 60, 61]
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     for overhead in (0, 50, 128, 10_000):
-        best = min(_cost(lengths, [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], overhead)
-                   for k in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), k))
+        best = min(
+            _cost(lengths, [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], overhead)
+            for k in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), k)
+        )
         assert _cost(lengths, length_groups(lengths, overhead), overhead) == best
 
 

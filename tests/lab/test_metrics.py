@@ -32,8 +32,8 @@ def test_rouge_l_uses_the_longest_common_subsequence():
 
 
 def test_grounding_checks_of_descriptions():
-    from lab.evaluate import names_every_shape, says_something_true
     from engine.observe import ImageObservations
+    from lab.evaluate import names_every_shape, says_something_true
 
     scene = {"shapes": [{"kind": "circle", "color": "red"}, {"kind": "star", "color": "blue"}]}
     assert names_every_shape("A red circle on the left and a blue star at the top.", scene)

@@ -6,10 +6,10 @@ import pytest
 
 from engine import observe
 from engine.config import preset
-from lab.data import BuildConfig, build_dataset, load_dataset
-from lab.observe_cache import load_observations
 from engine.prompt import build_prompt
 from engine.speech import asr
+from lab.data import BuildConfig, build_dataset, load_dataset
+from lab.observe_cache import load_observations
 from tests.tiny_models import tiny_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -19,8 +19,11 @@ TOOLS = ("ocr", "faces", "colors", "asr")
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
-    build_dataset(BuildConfig(out=out, scenes=6, sounds=4, photos=False, chitchat=False,
-                              cache_dir=tmp_path_factory.mktemp("sound_cache")))
+    build_dataset(
+        BuildConfig(
+            out=out, scenes=6, sounds=4, photos=False, chitchat=False, cache_dir=tmp_path_factory.mktemp("sound_cache")
+        )
+    )
     return [e for e in load_dataset(out, "train") if any(t.images or t.audio for t in e.conversation.turns)]
 
 

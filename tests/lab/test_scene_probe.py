@@ -7,15 +7,19 @@ import torch
 
 from engine import preprocess
 from engine.config import preset
-from lab.data.scenes import random_scene, render_scene
 from engine.model import MultimodalModel
+from lab.data.scenes import random_scene, render_scene
 from lab.scene_probe import COLORS, KINDS, SceneProbe, scene_target
 
 
 def test_targets_name_each_cell_of_the_grid():
-    scene = {"shapes": [{"kind": "star", "color": "red", "row": 0, "col": 2},
-                        {"kind": "circle", "color": "blue", "row": 2, "col": 0}],
-             "word": {"text": "CAT", "row": 1}}
+    scene = {
+        "shapes": [
+            {"kind": "star", "color": "red", "row": 0, "col": 2},
+            {"kind": "circle", "color": "blue", "row": 2, "col": 0},
+        ],
+        "word": {"text": "CAT", "row": 1},
+    }
     target = scene_target(scene)
     assert target.shape == (9, 2)
     assert target[2].tolist() == [KINDS.index("star"), COLORS.index("red")]
@@ -25,8 +29,9 @@ def test_targets_name_each_cell_of_the_grid():
     assert scene_target(None) is None
 
 
-@pytest.mark.parametrize("grid", [{}, {"image_size": 48, "image_channels": (16, 32, 32, 32)}],
-                         ids=["all-tokens", "one-token-per-cell"])
+@pytest.mark.parametrize(
+    "grid", [{}, {"image_size": 48, "image_channels": (16, 32, 32, 32)}], ids=["all-tokens", "one-token-per-cell"]
+)
 def test_the_probe_loss_falls_as_the_image_encoder_learns(grid):
     torch.manual_seed(0)
     config = preset("tiny", **grid)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.loading import load_checkpoint, load_sampling
+from engine.types import CheckpointError, InputError
 from lab.data import BuildConfig, build_dataset
 from lab.evaluate import main as evaluate_main
-from engine.loading import load_checkpoint, load_sampling
 from lab.probe_check import probe_hits
 from lab.train import TrainConfig, train
-from engine.types import CheckpointError, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -24,14 +24,27 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
-    build_dataset(BuildConfig(out=out, scenes=12, sounds=6, photos=False, chitchat=True,
-                              cache_dir=tmp_path_factory.mktemp("sound_cache")))
+    build_dataset(
+        BuildConfig(
+            out=out, scenes=12, sounds=6, photos=False, chitchat=True, cache_dir=tmp_path_factory.mktemp("sound_cache")
+        )
+    )
     return out
 
 
 def tiny_run(dataset, out, steps, **overrides):
-    return TrainConfig(data=str(dataset), out=str(out), preset="tiny", steps=steps, batch_size=6,
-                       eval_every=5, checkpoint_every=5, eval_examples=12, seed=3, **overrides)
+    return TrainConfig(
+        data=str(dataset),
+        out=str(out),
+        preset="tiny",
+        steps=steps,
+        batch_size=6,
+        eval_every=5,
+        checkpoint_every=5,
+        eval_examples=12,
+        seed=3,
+        **overrides,
+    )
 
 
 def test_training_writes_a_loadable_checkpoint_curves_and_learns(dataset, tmp_path):
@@ -41,8 +54,11 @@ def test_training_writes_a_loadable_checkpoint_curves_and_learns(dataset, tmp_pa
     for name in ("loss.png", "log.jsonl", "train_config.json", "last/state.json", "last/optimizer.pt"):
         assert (tmp_path / "run" / name).is_file(), name
     assert load_sampling(model_dir) == (0.0, 1.0)  # decoded greedily, as evaluation measures it
-    held = [json.loads(line)["heldout_loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-            if "heldout_loss" in line]
+    held = [
+        json.loads(line)["heldout_loss"]
+        for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+        if "heldout_loss" in line
+    ]
     assert len(held) == 6 and held[-1] < held[0]
 
 
@@ -57,8 +73,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
 def test_a_run_can_start_from_another_runs_model(dataset, tmp_path):
     source = load_checkpoint(train(tiny_run(dataset, tmp_path / "source", steps=4)), device="cpu")
     # lr 0: the fine-tuned model must still be exactly the one it started from
-    tuned = load_checkpoint(train(tiny_run(dataset, tmp_path / "tuned", steps=1, lr=0.0,
-                                           init_from=str(tmp_path / "source"))), device="cpu")
+    tuned = load_checkpoint(
+        train(tiny_run(dataset, tmp_path / "tuned", steps=1, lr=0.0, init_from=str(tmp_path / "source"))), device="cpu"
+    )
     assert tuned[1].vocab_size == source[1].vocab_size and tuned[0].config == source[0].config
     for name, tensor in source[0].state_dict().items():
         torch.testing.assert_close(tuned[0].state_dict()[name], tensor, msg=name)
@@ -67,7 +84,9 @@ def test_a_run_can_start_from_another_runs_model(dataset, tmp_path):
 
 
 def test_the_lstm_and_other_fusions_train_too(dataset, tmp_path):
-    model_dir = train(tiny_run(dataset, tmp_path / "lstm", steps=3, model_overrides={"decoder": "lstm", "fusion": "gated"}))
+    model_dir = train(
+        tiny_run(dataset, tmp_path / "lstm", steps=3, model_overrides={"decoder": "lstm", "fusion": "gated"})
+    )
     config = json.loads((model_dir / "config.json").read_text())
     assert config["decoder"] == "lstm" and config["fusion"] == "gated"
 
@@ -95,7 +114,10 @@ def test_probe_check_counts_every_cell_of_the_held_out_scenes(dataset, tmp_path)
 
 def test_evaluation_reports_every_metric(dataset, tmp_path, capsys):
     model_dir = train(tiny_run(dataset, tmp_path / "run", steps=2))
-    assert evaluate_main(["--model", str(model_dir), "--data", str(dataset), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    assert (
+        evaluate_main(["--model", str(model_dir), "--data", str(dataset), "--out", str(tmp_path / "eval"), "--json"])
+        == 0
+    )
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"perplexity", "accuracy", "bleu", "rouge_l"} <= set(results)
     assert results["accuracy"] and all(0 <= v <= 1 for v in results["accuracy"].values())
@@ -116,15 +138,49 @@ def test_evaluating_a_checkpoint_of_another_config_says_so(dataset, tmp_path, ca
 
 def test_missing_data_and_corrupt_resume_state_are_clear_errors(dataset, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    missing = subprocess.run([sys.executable, "-m", "lab.train", "--data", str(tmp_path / "nothing"),
-                              "--out", str(tmp_path / "r"), "--preset", "tiny", "--steps", "1"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.train",
+            "--data",
+            str(tmp_path / "nothing"),
+            "--out",
+            str(tmp_path / "r"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "error:" in missing.stderr
     train(tiny_run(dataset, tmp_path / "c", steps=2))
     (tmp_path / "c" / "last" / "model.safetensors").write_bytes(b"garbage")
-    corrupt = subprocess.run([sys.executable, "-m", "lab.train", "--data", str(dataset), "--out", str(tmp_path / "c"),
-                              "--preset", "tiny", "--steps", "4"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
+    corrupt = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.train",
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "c"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "4",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert corrupt.returncode == 2 and "model.safetensors is corrupt" in corrupt.stderr
 
 
@@ -148,8 +204,9 @@ def test_fresh_scene_quizzes_and_source_weights_train_and_resume_to_the_same_wei
         torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
     # the weights change which conversations are drawn, the quizzes what is asked about the scenes drawn
     plain = load_checkpoint(train(tiny_run(dataset, tmp_path / "plain", steps=6)), device="cpu")[0].state_dict()
-    weighted = load_checkpoint(train(tiny_run(dataset, tmp_path / "weighted", steps=6,
-                                              source_weights=options["source_weights"])), device="cpu")[0].state_dict()
+    weighted = load_checkpoint(
+        train(tiny_run(dataset, tmp_path / "weighted", steps=6, source_weights=options["source_weights"])), device="cpu"
+    )[0].state_dict()
     assert any(not torch.equal(plain[key], tensor) for key, tensor in weighted.items())
     assert any(not torch.equal(weighted[key], tensor) for key, tensor in whole.state_dict().items())
 
@@ -175,13 +232,13 @@ def test_bad_quiz_and_weight_settings_are_refused(dataset, tmp_path, capsys):
 def test_micro_batches_give_the_whole_batchs_gradient(dataset):
     """accumulate_gradients (length-grouped micro-batches) == one padded batch, probe included."""
     from engine.config import preset
-    from lab.data import load_dataset
-    from lab.length_groups import length_groups
     from engine.model import MultimodalModel
     from engine.prompt import build_prompt
-    from lab.scene_probe import SceneProbe, scene_target
     from engine.tokenizer import ChatTokenizer
+    from lab.data import load_dataset
+    from lab.length_groups import length_groups
     from lab.losses import accumulate_gradients, batch_loss
+    from lab.scene_probe import SceneProbe, scene_target
 
     examples = load_dataset(dataset, "train")
     tokenizer = ChatTokenizer.train([t.text for e in examples for t in e.conversation.turns], vocab_size=400)
@@ -201,7 +258,9 @@ def test_micro_batches_give_the_whole_batchs_gradient(dataset):
     whole = gradients()
     model.zero_grad(), probe.zero_grad()
     micro_loss, micro_probe, _ = accumulate_gradients(model, prompts, torch.device("cpu"), probe, targets)
-    assert micro_loss == pytest.approx(loss.item(), rel=1e-5) and micro_probe == pytest.approx(probe_loss.item(), rel=1e-5)
+    assert micro_loss == pytest.approx(loss.item(), rel=1e-5) and micro_probe == pytest.approx(
+        probe_loss.item(), rel=1e-5
+    )
     for a, b in zip(whole, gradients(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
@@ -220,8 +279,11 @@ def test_the_training_step_benchmark_times_both_ways(dataset, tmp_path, capsys):
 
 
 def test_a_run_with_the_grounding_loss_logs_it_and_ships_the_same_network(dataset, tmp_path, capsys):
-    options = {"scene_questions": 3, "source_weights": {"scene": 4.0, "chitchat": 0.1},
-               "model_overrides": {"image_size": 12, "image_channels": [16, 32]}}  # 3x3 image tokens
+    options = {
+        "scene_questions": 3,
+        "source_weights": {"scene": 4.0, "chitchat": 0.1},
+        "model_overrides": {"image_size": 12, "image_channels": [16, 32]},
+    }  # 3x3 image tokens
     grounded = train(tiny_run(dataset, tmp_path / "grounded", steps=4, grounding=1.0, **options))
     log = [json.loads(line) for line in (tmp_path / "grounded" / "log.jsonl").read_text().splitlines()]
     assert [h["grounding_loss"] > 0 for h in log if "loss" in h] == [True] * 4
@@ -250,5 +312,12 @@ def test_a_run_with_the_grounding_loss_logs_it_and_ships_the_same_network(datase
     assert attention_main(["--model", str(tiny_model), "--data", str(dataset)]) == 1
     assert "one image token per grid cell" in capsys.readouterr().err
     with pytest.raises(InputError, match="Transformer decoder"):
-        train(tiny_run(dataset, tmp_path / "lstm", steps=1, grounding=1.0,
-                       **{**options, "model_overrides": {**options["model_overrides"], "decoder": "lstm"}}))
+        train(
+            tiny_run(
+                dataset,
+                tmp_path / "lstm",
+                steps=1,
+                grounding=1.0,
+                **{**options, "model_overrides": {**options["model_overrides"], "decoder": "lstm"}},
+            )
+        )

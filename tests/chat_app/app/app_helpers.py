@@ -1,8 +1,8 @@
 """Test doubles and a real server for the web app tests.
 
-    FakeBackend(pieces, delay_s)   scripted replies; records what it was asked; honours cancel
-    FakeSpeech(transcript)         speech recognition / synthesis without models
-    Server(model_dir, data_dir)    `python -m chat_app.serve` in a subprocess on a free port
+FakeBackend(pieces, delay_s)   scripted replies; records what it was asked; honours cancel
+FakeSpeech(transcript)         speech recognition / synthesis without models
+Server(model_dir, data_dir)    `python -m chat_app.serve` in a subprocess on a free port
 """
 
 from __future__ import annotations
@@ -29,9 +29,16 @@ ROOT = Path(__file__).resolve().parents[3]
 class FakeBackend:
     """A Backend whose replies are scripted: `pieces` (or a function of the call number)."""
 
-    def __init__(self, pieces=("Hello", " there", ".", " How", " are", " you?"), delay_s: float = 0.0,
-                 name: str = "fake", fail_before: Exception | None = None, fail_after: int | None = None,
-                 images: bool = True, audio: bool = True):
+    def __init__(
+        self,
+        pieces=("Hello", " there", ".", " How", " are", " you?"),
+        delay_s: float = 0.0,
+        name: str = "fake",
+        fail_before: Exception | None = None,
+        fail_after: int | None = None,
+        images: bool = True,
+        audio: bool = True,
+    ):
         self.pieces, self.delay_s, self.name = pieces, delay_s, name
         self.capabilities = Capabilities(images=images, audio=audio, context_length=4096)
         self.sampling = None
@@ -86,8 +93,12 @@ def tiny_wav(seconds: float = 0.2, rate: int = 16000) -> bytes:
 class FakeSpeech:
     """What `chat_app.speech.Speech` does, without Whisper or espeak-ng."""
 
-    def __init__(self, transcript: str | None = "what is in this picture", fail: Exception | None = None,
-                 warnings: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        transcript: str | None = "what is in this picture",
+        fail: Exception | None = None,
+        warnings: tuple[str, ...] = (),
+    ):
         self.transcript, self.fail, self.warnings = transcript, fail, warnings
         self.asr_problem = self.tts_problem = None
         self.spoken: list[str] = []
@@ -127,11 +138,21 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self, timeout_s: float = 120) -> "Server":
+    def start(self, timeout_s: float = 120) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False", **self.env)
-        command = [sys.executable, "-m", "chat_app.serve", "--model", str(self.model_dir),
-                   "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra]
+        command = [
+            sys.executable,
+            "-m",
+            "chat_app.serve",
+            "--model",
+            str(self.model_dir),
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            *self.extra,
+        ]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
@@ -163,7 +184,7 @@ class Server:
             self._log.close()
             self._log = None
 
-    def restart(self, kill: bool = True) -> "Server":
+    def restart(self, kill: bool = True) -> Server:
         """Stop (SIGKILL by default: a crash) and start again on the same data dir."""
         self.stop(kill=kill)
         self.port = free_port()

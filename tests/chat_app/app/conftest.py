@@ -4,8 +4,8 @@ fresh data dir, a ChatService over a scripted backend, and one real server per s
 from __future__ import annotations
 
 import pytest
-
 from app_helpers import FakeBackend, FakeSpeech, Server
+
 from chat_app.handlers import ChatService, Options
 from chat_app.settings import Settings
 from chat_app.store import ConversationStore

@@ -27,8 +27,9 @@ from test_app_browser import CHROMIUM, FLAGS, greedy_long_replies, open_app, sen
 def spoken(text: str, path: Path) -> Path:
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", "-D", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.3", "2"],
-                   check=True)
+    subprocess.run(
+        ["sox", "-D", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.3", "2"], check=True
+    )
     return path
 
 
@@ -46,7 +47,8 @@ def main() -> int:
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=FLAGS + [f"--use-file-for-fake-audio-capture={question}"])
+                executable_path=CHROMIUM, args=FLAGS + [f"--use-file-for-fake-audio-capture={question}"]
+            )
             page = open_app(browser, server)
             for text in ("Hello, how are you?", "Do you like music?"):  # earlier conversations
                 send(page, text)
@@ -54,19 +56,22 @@ def main() -> int:
                 page.locator("#new").click()
             greedy_long_replies(page, 128)  # the small built-in model answers best greedily
             page.locator("#settings").get_by_text("Settings").first.click()  # folded again
-            for replies, (picture, text) in enumerate(((plain, "What do you see?"),
-                                                       (bear, "What does the text say?")), start=1):
+            for replies, (picture, text) in enumerate(
+                ((plain, "What do you see?"), (bear, "What does the text say?")), start=1
+            ):
                 page.locator("#box input[type='file']").set_input_files(str(picture))
                 page.wait_for_selector("#box .thumbnails img", timeout=20_000)
                 send(page, text)
-                page.wait_for_function(f"document.querySelectorAll(\"#chat [data-testid='bot']\").length >= "
-                                       f"{replies}", timeout=60_000)
+                page.wait_for_function(
+                    f"document.querySelectorAll(\"#chat [data-testid='bot']\").length >= {replies}", timeout=60_000
+                )
                 wait_until_idle(page)
             page.locator("#talk").get_by_role("button", name="Record").click()
             time.sleep(3.5)
             page.locator("#talk").get_by_role("button", name="Stop").first.click()
-            page.wait_for_function("document.querySelectorAll(\"#chat [data-testid='bot']\").length >= 3",
-                                   timeout=60_000)
+            page.wait_for_function(
+                "document.querySelectorAll(\"#chat [data-testid='bot']\").length >= 3", timeout=60_000
+            )
             wait_until_idle(page)
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=args.out)

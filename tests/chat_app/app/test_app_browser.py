@@ -13,12 +13,20 @@ import time
 
 import pytest
 
-
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
@@ -35,16 +43,19 @@ def fake_microphone(speech_espeak_wav, media_dir):
 @pytest.fixture(scope="module")
 def chromium(fake_microphone):
     if not (shutil.which(CHROMIUM) or os.path.isfile(CHROMIUM)):
-        pytest.fail(f"Chromium is not at {CHROMIUM}: apt-get install chromium (or set CHROMIUM=/path).",
-                    pytrace=False)
+        pytest.fail(f"Chromium is not at {CHROMIUM}: apt-get install chromium (or set CHROMIUM=/path).", pytrace=False)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("The Playwright client is missing: pip install playwright==1.65.2 "
-                    "(no `playwright install`: the system Chromium is used).", pytrace=False)
+        pytest.fail(
+            "The Playwright client is missing: pip install playwright==1.65.2 "
+            "(no `playwright install`: the system Chromium is used).",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=FLAGS + [f"--use-file-for-fake-audio-capture={fake_microphone}"])
+            executable_path=CHROMIUM, args=FLAGS + [f"--use-file-for-fake-audio-capture={fake_microphone}"]
+        )
         yield browser
         browser.close()
 
@@ -57,8 +68,9 @@ def open_app(chromium, server):
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(server.url, wait_until="load")
     page.wait_for_selector("#box textarea", timeout=60_000)
-    page.wait_for_function("(document.querySelector('#identity') || {}).innerText?.includes('conversations')",
-                           timeout=60_000)  # the page-load event is done: the server knows who this is
+    page.wait_for_function(
+        "(document.querySelector('#identity') || {}).innerText?.includes('conversations')", timeout=60_000
+    )  # the page-load event is done: the server knows who this is
     return page
 
 
@@ -141,8 +153,7 @@ def test_attach_an_image(chromium, server, image_png):
     wait_until_idle(page)
     assert "What shapes are here?" in user_texts(page)
     page.locator("#report-panel").get_by_text("What the model saw and heard").click()
-    page.wait_for_function("(document.querySelector('#report') || {}).innerText?.includes('colors:')",
-                           timeout=20_000)
+    page.wait_for_function("(document.querySelector('#report') || {}).innerText?.includes('colors:')", timeout=20_000)
     assert "Images: 1" in page.locator("#report").inner_text()
     page.context.close()
 
@@ -151,8 +162,11 @@ def test_webcam_snapshot_and_microphone(chromium, server):
     """Chromium's fake camera takes the picture; its fake microphone says the sentence."""
     page = open_app(chromium, server)
     page.locator("#camera").get_by_text("Click to Access Webcam").click()
-    page.wait_for_function("(() => { const v = document.querySelector('#camera video'); "
-                           "return v && v.readyState >= 2 && v.videoWidth > 0; })()", timeout=20_000)
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#camera video'); "
+        "return v && v.readyState >= 2 && v.videoWidth > 0; })()",
+        timeout=20_000,
+    )
     page.locator("#camera button[aria-label='capture photo']").click(timeout=20_000)
     page.wait_for_selector("#box .thumbnails img", timeout=20_000)  # the snapshot waits in the box
     page.locator("#talk").get_by_role("button", name="Record").click()
@@ -160,11 +174,17 @@ def test_webcam_snapshot_and_microphone(chromium, server):
     page.locator("#talk").get_by_role("button", name="Stop").first.click()
     page.wait_for_function(
         "[...document.querySelectorAll(\"#chat [data-testid='user']\")].some(e => /quick|fox|lazy/i.test(e.innerText))",
-        timeout=60_000)
+        timeout=60_000,
+    )
     wait_until_idle(page)
     assert page.locator("#chat [data-testid='user'] img").count() >= 1  # the snapshot was sent with it
-    assert page.locator("#chat [data-testid='user'] audio, #chat [data-testid='user'] .waveform-container, "
-                        "#chat [data-testid='user'] button[aria-label*='lay']").count() >= 1
+    assert (
+        page.locator(
+            "#chat [data-testid='user'] audio, #chat [data-testid='user'] .waveform-container, "
+            "#chat [data-testid='user'] button[aria-label*='lay']"
+        ).count()
+        >= 1
+    )
     assert bot_texts(page) and bot_texts(page)[-1].strip()  # a reply to the spoken words
     page.context.close()
 
@@ -175,7 +195,9 @@ def test_stop_button_keeps_the_partial_reply(chromium, server):
     send(page, "Tell me a very long story")
     page.wait_for_function(
         "(() => { const b = document.querySelectorAll(\"#chat [data-testid='bot']\"); "
-        "return b.length && b[b.length - 1].innerText.length > 20; })()", timeout=30_000)
+        "return b.length && b[b.length - 1].innerText.length > 20; })()",
+        timeout=30_000,
+    )
     page.locator("#stop").click()
     page.wait_for_function("document.querySelector('#chat').innerText.includes('Stopped')", timeout=20_000)
     shown = bot_texts(page)[-1]
@@ -199,8 +221,9 @@ def test_bad_input_gets_a_clear_message_and_no_script_runs(chromium, server, not
     page.locator("#box input[type='file']").set_input_files(str(not_an_image))
     page.wait_for_selector("#box .thumbnails", timeout=20_000)
     send(page, "read this")
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('not a file this app understands')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#chat').innerText.includes('not a file this app understands')", timeout=30_000
+    )
     wait_until_idle(page)
 
     page.evaluate("""() => {
@@ -216,7 +239,8 @@ def test_bad_input_gets_a_clear_message_and_no_script_runs(chromium, server, not
     page.wait_for_function(
         "[...document.querySelectorAll(\"#chat [data-testid='user']\")]"
         ".some(e => e.innerText.includes('normal question'))",
-        timeout=30_000)
+        timeout=30_000,
+    )
     wait_until_idle(page)
     page.reload(wait_until="load")
     page.wait_for_selector("#chat [data-testid='user']", timeout=60_000)
@@ -236,4 +260,3 @@ def test_each_browser_sees_only_its_own_conversations(chromium, server):
     assert user_texts(second) == []
     first.context.close()
     second.context.close()
-

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_helpers import FakeBackend, FakeSpeech
+
 from chat_app.handlers import EMPTY_BOX, ChatService, Options
 from chat_app.settings import GuestLimits, Settings
 from chat_app.store import ConversationStore
@@ -161,8 +161,7 @@ def test_corrupt_image_is_refused(service, store, earlier, options, image_corrup
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, on opening the bomb
-def test_decompression_bomb_and_huge_image_are_refused(service, store, earlier, options, image_bomb,
-                                                      image_over_limit):
+def test_decompression_bomb_and_huge_image_are_refused(service, store, earlier, options, image_bomb, image_over_limit):
     refused(service, store, earlier, "", [image_bomb], options, "bomb.png")
     refused(service, store, earlier, "", [image_over_limit], options, "megapixels")
 
@@ -193,8 +192,10 @@ def test_model_input_error_rolls_back_the_turn(store, settings, options, earlier
     last = run(service.send(KEY, earlier, "a very long question", [], options, "s"))[-1]
     assert last.notice == "The message is too long for this model."
     assert last.box == {"text": "a very long question", "files": []}  # given back to fix
-    assert [m.text for m in store.get_conversation(KEY, earlier).messages] == \
-        ["earlier message", "Hello there. How are you?"]
+    assert [m.text for m in store.get_conversation(KEY, earlier).messages] == [
+        "earlier message",
+        "Hello there. How are you?",
+    ]
 
 
 def test_model_input_error_on_a_first_message_leaves_no_empty_conversation(store, settings, options):
@@ -352,12 +353,19 @@ def test_feedback(service, store, options):
 
 
 def test_report_says_what_the_model_saw(service, store, options, image_png, speech_wav_16k):
-    cid = run(service.send(KEY, None, "look and listen", [str(image_png), str(speech_wav_16k)], options,
-                           "s"))[-1].conversation_id
+    cid = run(service.send(KEY, None, "look and listen", [str(image_png), str(speech_wav_16k)], options, "s"))[
+        -1
+    ].conversation_id
     report = service.report(KEY, cid)
     assert len(report.images) == 1 and len(report.audio) == 1
-    for expected in ("what is in this picture", "colors: red", "fake", "temperature 0.0", "tokens/s",
-                     "first token after"):
+    for expected in (
+        "what is in this picture",
+        "colors: red",
+        "fake",
+        "temperature 0.0",
+        "tokens/s",
+        "first token after",
+    ):
         assert expected in report.markdown, expected
     assert service.report(KEY, cid, 0).markdown == report.markdown  # the question shows its reply
     assert "Nothing yet" in service.report(KEY, None).markdown

@@ -95,8 +95,25 @@ def test_history_search_rename_delete_export_import(service, store, options, ima
 def test_build_app_has_the_api(store, backend, settings):
     demo = build_app(backend, store, settings)
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
-    assert {"send", "talk", "stop", "regenerate", "edit", "undo", "feedback", "load", "new", "open", "search",
-            "rename", "delete", "export", "export_all", "import", "report"} <= names
+    assert {
+        "send",
+        "talk",
+        "stop",
+        "regenerate",
+        "edit",
+        "undo",
+        "feedback",
+        "load",
+        "new",
+        "open",
+        "search",
+        "rename",
+        "delete",
+        "export",
+        "export_all",
+        "import",
+        "report",
+    } <= names
     reply_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "reply"]
     assert len(reply_events) == 7 and all(fn.concurrency_limit == settings.concurrency for fn in reply_events)
 
@@ -107,7 +124,7 @@ def test_build_app_has_the_api(store, backend, settings):
 def chunks(samples: np.ndarray, rate: int, seconds: float = 0.5):
     step = int(rate * seconds)
     for start in range(0, samples.size, step):
-        yield samples[start:start + step]
+        yield samples[start : start + step]
 
 
 def read_wav(path):

@@ -9,10 +9,11 @@ import uuid
 
 import httpx
 import pytest
+from app_helpers import Server
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AuthenticationError
 from gradio_client.utils import Status
 
-from app_helpers import Server
 from chat_app.render import safe_markdown
 from chat_app.store import ConversationStore
 
@@ -58,8 +59,7 @@ def test_text_turn(server, model_name):
     browser = new_id()
     client = connect(server, browser)
     assert client.loaded[0] == [] and client.loaded[1]["choices"] == []
-    chat, box, conversations, _ = client.predict(*send_args("Hello there", model=model_name),
-                                                 api_name="/send")
+    chat, box, conversations, _ = client.predict(*send_args("Hello there", model=model_name), api_name="/send")
     assert [m["role"] for m in chat] == ["user", "assistant"] and text_of(chat[0]) == "Hello there"
     assert text_of(chat[1]).strip()
     assert conversations["choices"][0][0] == "Hello there"
@@ -93,8 +93,7 @@ def test_audio_turn_stores_the_transcript(server, model_name, speech_wav_16k):
 def test_stop_mid_stream(server, model_name):
     browser = new_id()
     client = connect(server, browser)
-    job = client.submit(*send_args("Tell me a long story", max_tokens=1500, model=model_name),
-                        api_name="/send")
+    job = client.submit(*send_args("Tell me a long story", max_tokens=1500, model=model_name), api_name="/send")
     deadline = time.monotonic() + 60
     while len(job.outputs()) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -132,10 +131,13 @@ def test_bad_input_is_answered_in_the_chat(server, model_name, image_corrupt, no
     client = connect(server, browser)
     client.predict(*send_args("a good question", model=model_name), api_name="/send")
     before = stored(server, "browser:" + browser)[0].messages
-    for text, files, expected in (("", (), "Nothing to send"), ("x" * 100_000, (), "100,000 characters"),
-                                  ("look", [image_corrupt], "damaged or incomplete"),
-                                  ("read", [not_an_image], "not a file this app understands"),
-                                  ("<script>alert(1)</script>", (), None)):
+    for text, files, expected in (
+        ("", (), "Nothing to send"),
+        ("x" * 100_000, (), "100,000 characters"),
+        ("look", [image_corrupt], "damaged or incomplete"),
+        ("read", [not_an_image], "not a file this app understands"),
+        ("<script>alert(1)</script>", (), None),
+    ):
         chat, *_ = client.predict(*send_args(text, files, model=model_name), api_name="/send")
         if expected:
             assert expected in text_of(chat[-1]) and text_of(chat[-1]).startswith("⚠️")
@@ -151,8 +153,10 @@ def test_replies_stream_as_diffs(server, model_name):
     session = new_id()[:12]
     data = [None, None, {"text": "Hello", "files": []}, model_name, "", 0.0, 1.0, 200, False]  # states first
     api = server.url + "gradio_api"
-    httpx.post(api + "/queue/join", json={"data": data, "fn_index": index, "session_hash": session,
-                                          "event_data": None, "trigger_id": None}).raise_for_status()
+    httpx.post(
+        api + "/queue/join",
+        json={"data": data, "fn_index": index, "session_hash": session, "event_data": None, "trigger_id": None},
+    ).raise_for_status()
     generating = []
     with httpx.stream("GET", f"{api}/queue/data?session_hash={session}", timeout=60) as events:
         for line in events.iter_lines():
@@ -224,8 +228,12 @@ def test_history_survives_a_server_restart(server, model_name):
 # ----------------------------------------------------------------------------- logins, share links
 
 
-OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "",
-           "NO_PROXY": "127.0.0.1,localhost"}  # every outside request fails at once, as offline
+OFFLINE = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "ALL_PROXY": "",
+    "NO_PROXY": "127.0.0.1,localhost",
+}  # every outside request fails at once, as offline
 
 
 @pytest.fixture(scope="module")
@@ -233,8 +241,16 @@ def login_server(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("login-server")
     logins = folder / "logins.txt"
     logins.write_text("# one per line\nbob:builder\n")
-    running = Server(tiny_model_dir, folder / "data", "--share", "--auth", "alice:wonderland",
-                     "--auth-file", str(logins), env=OFFLINE).start()
+    running = Server(
+        tiny_model_dir,
+        folder / "data",
+        "--share",
+        "--auth",
+        "alice:wonderland",
+        "--auth-file",
+        str(logins),
+        env=OFFLINE,
+    ).start()
     deadline = time.monotonic() + 60
     while "Share link" not in running.log and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -250,7 +266,7 @@ def test_share_failure_is_one_clear_line_and_serving_goes_on(login_server):
 
 
 def test_logins_keep_people_apart(login_server, model_name):
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):
         connect(login_server)  # no login: refused
     alice = connect(login_server, auth=("alice", "wonderland"))
     bob = connect(login_server, new_id(), auth=("bob", "builder"))
@@ -263,8 +279,16 @@ def test_logins_keep_people_apart(login_server, model_name):
 
 
 def test_share_without_login_warns_and_limits_guests(tiny_model_dir, tmp_path, model_name, speech_wav_16k):
-    guest = Server(tiny_model_dir, tmp_path / "data", "--share", "--guest-turns-per-hour", "1",
-                   "--guest-max-upload-mb", "0.01", env=OFFLINE).start()
+    guest = Server(
+        tiny_model_dir,
+        tmp_path / "data",
+        "--share",
+        "--guest-turns-per-hour",
+        "1",
+        "--guest-max-upload-mb",
+        "0.01",
+        env=OFFLINE,
+    ).start()
     try:
         deadline = time.monotonic() + 60
         while "Share link" not in guest.log and time.monotonic() < deadline:

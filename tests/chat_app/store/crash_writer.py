@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from chat_app.store import ConversationStore  # noqa: E402
 from store_helpers import png  # noqa: E402  (this file's folder is on sys.path)
+
+from chat_app.store import ConversationStore  # noqa: E402
 
 
 def turn(store: ConversationStore, user: str, conversation: str, i: int) -> None:
     attachments = [("image", None, png(i))] if i % 5 == 0 else []
-    message = store.append_message(user, conversation, "user", f"question {user} {i}",
-                                   attachments=attachments)
+    message = store.append_message(user, conversation, "user", f"question {user} {i}", attachments=attachments)
     reply = store.begin_reply(user, conversation, model="tiny")
     print("begin", reply, flush=True)
     store.update_reply(user, reply, f"answer {user}")

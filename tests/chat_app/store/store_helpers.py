@@ -12,14 +12,13 @@ from pathlib import Path
 
 def png(seed: int = 0, size: int = 4) -> bytes:
     """A valid size x size greyscale PNG whose pixels (and so bytes) depend on `seed`."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    rows = b"".join(b"\x00" + bytes((seed * 31 + x * 7 + y) % 256 for x in range(size))
-                    for y in range(size))
+    rows = b"".join(b"\x00" + bytes((seed * 31 + x * 7 + y) % 256 for x in range(size)) for y in range(size))
     header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def wav(seed: int = 0, frames: int = 1600) -> bytes:
@@ -29,8 +28,7 @@ def wav(seed: int = 0, frames: int = 1600) -> bytes:
         clip.setnchannels(1)
         clip.setsampwidth(2)
         clip.setframerate(16000)
-        clip.writeframes(b"".join(struct.pack("<h", (seed * 97 + i * 13) % 20000 - 10000)
-                                  for i in range(frames)))
+        clip.writeframes(b"".join(struct.pack("<h", (seed * 97 + i * 13) % 20000 - 10000) for i in range(frames)))
     return out.getvalue()
 
 
@@ -42,6 +40,5 @@ def snapshot(data_dir: Path) -> tuple[list[str], list[tuple[str, bytes]]]:
     finally:
         conn.close()
     media = data_dir / "media"
-    files = sorted((str(p.relative_to(media)), p.read_bytes())
-                   for p in media.rglob("*") if p.is_file())
+    files = sorted((str(p.relative_to(media)), p.read_bytes()) for p in media.rglob("*") if p.is_file())
     return dump, files

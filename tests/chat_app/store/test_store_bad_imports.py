@@ -8,23 +8,52 @@ import json
 import zipfile
 
 import pytest
-
-from chat_app.store import ConversationStore, ImportRejected, Limits
-from chat_app.store import transfer
 from store_helpers import png, snapshot, wav
+
+from chat_app.store import ConversationStore, ImportRejected, Limits, transfer
 
 SHA_PNG = hashlib.sha256(png(5)).hexdigest()
 
 
 def _manifest(**changes) -> dict:
-    attachment = {"kind": "image", "mime": "image/png", "size": len(png(5)), "sha256": SHA_PNG,
-                  "created": 1.0, "removed": False, "file": f"media/{SHA_PNG}"}
-    message = {"role": "user", "text": "smuggled", "transcript": None, "status": "complete",
-               "model": None, "settings": None, "latency_ms": None, "tokens": None,
-               "feedback": None, "created": 1.0, "attachments": [attachment]}
-    manifest = {"format": "multimodal-chat-export", "version": 1, "exported_at": 2.0,
-                "conversations": [{"id": "x", "title": "t", "model": None, "settings": {},
-                                   "created": 1.0, "updated": 1.0, "messages": [message]}]}
+    attachment = {
+        "kind": "image",
+        "mime": "image/png",
+        "size": len(png(5)),
+        "sha256": SHA_PNG,
+        "created": 1.0,
+        "removed": False,
+        "file": f"media/{SHA_PNG}",
+    }
+    message = {
+        "role": "user",
+        "text": "smuggled",
+        "transcript": None,
+        "status": "complete",
+        "model": None,
+        "settings": None,
+        "latency_ms": None,
+        "tokens": None,
+        "feedback": None,
+        "created": 1.0,
+        "attachments": [attachment],
+    }
+    manifest = {
+        "format": "multimodal-chat-export",
+        "version": 1,
+        "exported_at": 2.0,
+        "conversations": [
+            {
+                "id": "x",
+                "title": "t",
+                "model": None,
+                "settings": {},
+                "created": 1.0,
+                "updated": 1.0,
+                "messages": [message],
+            }
+        ],
+    }
     for path, value in changes.items():  # "conversations.0.messages.0.role"="wizard"
         *parents, last = path.split(".")
         node = manifest
@@ -52,13 +81,17 @@ def _export(manifest: dict | None = None, media: dict[str, bytes] | None = None,
 @pytest.fixture
 def filled(data_dir):
     """A store holding alice's data, and its state before the bad import."""
-    with ConversationStore(data_dir, limits=Limits(max_import_bytes=50_000,
-                                                   max_attachment_bytes=20_000,
-                                                   max_import_uncompressed_bytes=60_000,
-                                                   max_manifest_bytes=30_000)) as store:
+    with ConversationStore(
+        data_dir,
+        limits=Limits(
+            max_import_bytes=50_000,
+            max_attachment_bytes=20_000,
+            max_import_uncompressed_bytes=60_000,
+            max_manifest_bytes=30_000,
+        ),
+    ) as store:
         conversation = store.create_conversation("alice").id
-        store.append_message("alice", conversation, "user", "hi",
-                             attachments=[("image", None, png(1))])
+        store.append_message("alice", conversation, "user", "hi", attachments=[("image", None, png(1))])
         yield store, snapshot(data_dir)
 
 
@@ -96,8 +129,9 @@ def _noise(seed: int, size: int) -> bytes:
 
 
 def _tampered_crc() -> bytes:
-    data = bytearray(_zip({"manifest.json": json.dumps(_manifest()).encode(),
-                           f"media/{SHA_PNG}": png(5)}, zipfile.ZIP_STORED))
+    data = bytearray(
+        _zip({"manifest.json": json.dumps(_manifest()).encode(), f"media/{SHA_PNG}": png(5)}, zipfile.ZIP_STORED)
+    )
     start = data.index(png(5))
     data[start + 20] ^= 0xFF  # flip a byte inside the stored PNG
     return bytes(data)
@@ -114,13 +148,16 @@ BAD = {
     "backslash": (lambda: _export(**{"media\\..\\evil": b"x"}), "backslash"),
     "unexpected file": (lambda: _export(**{"notes.txt": b"x"}), "unexpected file"),
     "no manifest": (lambda: _zip({f"media/{SHA_PNG}": png(5)}), "no manifest"),
-    "oversize zip": (lambda: _export(media={f"media/{c * 64}": _noise(i, 17_000) for i, c in
-                                            enumerate("abc")}), "at most 50.0 kB"),
-    "oversize member": (lambda: _export(media={f"media/{SHA_PNG}": b"\x00" * 25_000}),
-                        "more than the"),
+    "oversize zip": (
+        lambda: _export(media={f"media/{c * 64}": _noise(i, 17_000) for i, c in enumerate("abc")}),
+        "at most 50.0 kB",
+    ),
+    "oversize member": (lambda: _export(media={f"media/{SHA_PNG}": b"\x00" * 25_000}), "more than the"),
     "zip bomb": (_bomb, "more than the"),
-    "oversize total": (lambda: _export(media={f"media/{c * 64}": b"\x00" * 19_000
-                                              for c in "abcd"}), "unpacks to more than"),
+    "oversize total": (
+        lambda: _export(media={f"media/{c * 64}": b"\x00" * 19_000 for c in "abcd"}),
+        "unpacks to more than",
+    ),
     "encrypted": (_encrypted, "encrypted"),
     "damaged member": (_tampered_crc, "cannot be unpacked"),
     "invalid json": (lambda: _zip({"manifest.json": b"{not json"}), "not valid JSON"),
@@ -130,27 +167,33 @@ BAD = {
     "no version": (lambda: _export(_manifest(version=None)), "is unknown"),
     "hash mismatch": (lambda: _export(media={f"media/{SHA_PNG}": png(6)}), "do not match"),
     "missing media": (lambda: _export(media={}), "is missing"),
-    "size lie": (lambda: _export(_manifest(**{
-        "conversations.0.messages.0.attachments.0.size": 3})), "it claims"),
-    "wrong kind": (lambda: _export(_manifest(**{
-        "conversations.0.messages.0.attachments.0.kind": "audio"})), "not in a format"),
-    "bad sha": (lambda: _export(_manifest(**{
-        "conversations.0.messages.0.attachments.0.sha256": "../../x"})), "64 lowercase hex"),
-    "bad file": (lambda: _export(_manifest(**{
-        "conversations.0.messages.0.attachments.0.file": "/etc/passwd"})), r"\.file must be"),
-    "bad role": (lambda: _export(_manifest(**{"conversations.0.messages.0.role": "wizard"})),
-                 r"conversations\[0\]\.messages\[0\]\.role must be one of"),
-    "bad text": (lambda: _export(_manifest(**{"conversations.0.messages.0.text": 5})),
-                 "must be a string"),
-    "bad created": (lambda: _export(_manifest(**{"conversations.0.created": "yesterday"})),
-                    "must be a number"),
-    "bad messages": (lambda: _export(_manifest(**{"conversations.0.messages": {}})),
-                     "must be a list"),
-    "bad settings": (lambda: _export(_manifest(**{"conversations.0.settings": [1]})),
-                     "must be an object"),
-    "second conversation bad": (lambda: _export({**_manifest(), "conversations": [
-        _manifest()["conversations"][0], {"messages": [{"role": "user"}]}]}),
-        r"conversations\[1\]"),
+    "size lie": (lambda: _export(_manifest(**{"conversations.0.messages.0.attachments.0.size": 3})), "it claims"),
+    "wrong kind": (
+        lambda: _export(_manifest(**{"conversations.0.messages.0.attachments.0.kind": "audio"})),
+        "not in a format",
+    ),
+    "bad sha": (
+        lambda: _export(_manifest(**{"conversations.0.messages.0.attachments.0.sha256": "../../x"})),
+        "64 lowercase hex",
+    ),
+    "bad file": (
+        lambda: _export(_manifest(**{"conversations.0.messages.0.attachments.0.file": "/etc/passwd"})),
+        r"\.file must be",
+    ),
+    "bad role": (
+        lambda: _export(_manifest(**{"conversations.0.messages.0.role": "wizard"})),
+        r"conversations\[0\]\.messages\[0\]\.role must be one of",
+    ),
+    "bad text": (lambda: _export(_manifest(**{"conversations.0.messages.0.text": 5})), "must be a string"),
+    "bad created": (lambda: _export(_manifest(**{"conversations.0.created": "yesterday"})), "must be a number"),
+    "bad messages": (lambda: _export(_manifest(**{"conversations.0.messages": {}})), "must be a list"),
+    "bad settings": (lambda: _export(_manifest(**{"conversations.0.settings": [1]})), "must be an object"),
+    "second conversation bad": (
+        lambda: _export(
+            {**_manifest(), "conversations": [_manifest()["conversations"][0], {"messages": [{"role": "user"}]}]}
+        ),
+        r"conversations\[1\]",
+    ),
 }
 
 
@@ -170,11 +213,28 @@ def test_bad_imports_are_refused_and_change_nothing(filled, data_dir, case):
 def test_a_failure_while_writing_rolls_everything_back(filled, data_dir, monkeypatch):
     store, before = filled
     second = _manifest()
-    second["conversations"].append({**second["conversations"][0], "messages": [
-        {**second["conversations"][0]["messages"][0], "text": "another", "attachments": [{
-            "kind": "audio", "mime": "audio/wav", "size": len(wav(5)), "removed": False,
-            "sha256": hashlib.sha256(wav(5)).hexdigest(), "created": 1.0,
-            "file": f"media/{hashlib.sha256(wav(5)).hexdigest()}"}]}]})
+    second["conversations"].append(
+        {
+            **second["conversations"][0],
+            "messages": [
+                {
+                    **second["conversations"][0]["messages"][0],
+                    "text": "another",
+                    "attachments": [
+                        {
+                            "kind": "audio",
+                            "mime": "audio/wav",
+                            "size": len(wav(5)),
+                            "removed": False,
+                            "sha256": hashlib.sha256(wav(5)).hexdigest(),
+                            "created": 1.0,
+                            "file": f"media/{hashlib.sha256(wav(5)).hexdigest()}",
+                        }
+                    ],
+                }
+            ],
+        }
+    )
     media = {f"media/{SHA_PNG}": png(5), f"media/{hashlib.sha256(wav(5)).hexdigest()}": wav(5)}
     real, calls = transfer._insert_conversation, []
 

@@ -7,9 +7,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from store_helpers import png
 
 from chat_app.store import ConversationStore
-from store_helpers import png
 
 THREADS, TURNS = 8, 100
 
@@ -27,8 +27,7 @@ def test_eight_threads_times_a_hundred_turns(data_dir):
             user, conversation = users[t % 2], conversations[t % 4]
             for i in range(TURNS):
                 attachments = [("image", None, png(i % 7))] if i % 10 == 0 else []
-                store.append_message(user, conversation, "user", f"t{t} question {i} zebra{t}",
-                                     attachments=attachments)
+                store.append_message(user, conversation, "user", f"t{t} question {i} zebra{t}", attachments=attachments)
                 reply = store.begin_reply(user, conversation, model="tiny")
                 store.finish_reply(user, reply, f"t{t} answer {i}", tokens=i)
 
@@ -59,16 +58,16 @@ def test_eight_threads_times_a_hundred_turns(data_dir):
                 assert questions == [f"t{t} question {i} zebra{t}" for i in range(TURNS)]
                 assert answers == [f"t{t} answer {i}" for i in range(TURNS)]
             assert len(store.search(users[c % 2], f"zebra{c}", limit=500)) == TURNS
-        assert sum(s.message_count for u in users for s in store.list_conversations(u)) == \
-            THREADS * TURNS * 2
+        assert sum(s.message_count for u in users for s in store.list_conversations(u)) == THREADS * TURNS * 2
 
     conn = sqlite3.connect(data_dir / "chat.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
-        positions = conn.execute("SELECT conversation_id, count(*), min(position), "
-                                 "max(position) FROM messages GROUP BY conversation_id").fetchall()
+        positions = conn.execute(
+            "SELECT conversation_id, count(*), min(position), max(position) FROM messages GROUP BY conversation_id"
+        ).fetchall()
         assert all(row[1:] == (400, 0, 399) for row in positions)
         assert conn.execute("SELECT count(*) FROM attachments").fetchone()[0] == THREADS * 10
     finally:

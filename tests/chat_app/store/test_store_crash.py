@@ -19,8 +19,12 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 
 def _start(data_dir: Path, user: str, mode: str, turns: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WRITER), str(data_dir), user, mode, str(turns)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WRITER), str(data_dir), user, mode, str(turns)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _read_until(writer: subprocess.Popen, stop) -> list[list[str]]:
@@ -78,8 +82,7 @@ def test_sigkill_mid_stream_loses_nothing_completed(data_dir):
         messages = _assert_done_turns_kept(store, lines)
         assert len(messages) == 12 * 2 + 1
         in_flight = messages[-1]
-        assert (in_flight.id, in_flight.status, in_flight.text) == (
-            lines[-1][1], "interrupted", "partial answer")
+        assert (in_flight.id, in_flight.status, in_flight.text) == (lines[-1][1], "interrupted", "partial answer")
         assert [h.message_id for h in store.search("killed", "partial")] == [in_flight.id]
     with ConversationStore(data_dir) as store:
         assert store.recovered == 0

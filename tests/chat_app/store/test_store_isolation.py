@@ -7,21 +7,26 @@ import json
 import zipfile
 
 import pytest
+from store_helpers import png
 
 from chat_app.store import NotFound
-from store_helpers import png
 
 
 @pytest.fixture
 def alice(store):
     """alice's conversation, message, streaming reply and attachment ids."""
     conversation = store.create_conversation("alice", title="Secret plans").id
-    message = store.append_message("alice", conversation, "user", "the password is swordfish",
-                                   attachments=[("image", None, png(42))])
+    message = store.append_message(
+        "alice", conversation, "user", "the password is swordfish", attachments=[("image", None, png(42))]
+    )
     reply = store.begin_reply("alice", conversation)
     store.append_message("bob", store.create_conversation("bob").id, "user", "bob's own")
-    return {"conversation": conversation, "message": message.id, "reply": reply,
-            "attachment": message.attachments[0].id}
+    return {
+        "conversation": conversation,
+        "message": message.id,
+        "reply": reply,
+        "attachment": message.attachments[0].id,
+    }
 
 
 def _attempts(ids):
@@ -44,8 +49,9 @@ def _attempts(ids):
     }
 
 
-@pytest.mark.parametrize("action", sorted(_attempts(dict.fromkeys(
-    ["conversation", "message", "reply", "attachment"], "")).keys()))
+@pytest.mark.parametrize(
+    "action", sorted(_attempts(dict.fromkeys(["conversation", "message", "reply", "attachment"], "")).keys())
+)
 def test_guessed_ids_behave_like_unknown_ones(store, alice, action):
     attempt = _attempts(alice)[action]
     with pytest.raises(NotFound) as guessed:
@@ -54,8 +60,7 @@ def test_guessed_ids_behave_like_unknown_ones(store, alice, action):
     with pytest.raises(NotFound) as missing:
         _attempts(unknown)[action](store)
     # the same words whether the id exists (for someone else) or not at all
-    assert str(guessed.value).replace(alice[_kind(action)], "?") == \
-        str(missing.value).replace("f" * 32, "?")
+    assert str(guessed.value).replace(alice[_kind(action)], "?") == str(missing.value).replace("f" * 32, "?")
     # and alice's data is intact
     conversation = store.get_conversation("alice", alice["conversation"])
     assert conversation.title == "Secret plans"
@@ -83,13 +88,15 @@ def test_bob_cannot_list_search_or_export_alices_data(store, alice):
     with zipfile.ZipFile(buffer) as archive:
         assert archive.namelist() == ["manifest.json"]
         assert "swordfish" not in archive.read("manifest.json").decode()
-    assert [c["title"] for c in json.loads(zipfile.ZipFile(buffer).read("manifest.json"))[
-        "conversations"]] == ["bob's own"]
+    assert [c["title"] for c in json.loads(zipfile.ZipFile(buffer).read("manifest.json"))["conversations"]] == [
+        "bob's own"
+    ]
 
 
 def test_bob_erasing_himself_leaves_alice_alone(store, alice):
-    store.append_message("bob", store.list_conversations("bob")[0].id, "user", "same picture",
-                         attachments=[("image", None, png(42))])
+    store.append_message(
+        "bob", store.list_conversations("bob")[0].id, "user", "same picture", attachments=[("image", None, png(42))]
+    )
     assert store.delete_user_data("bob")
     assert store.read_attachment("alice", alice["attachment"]) == png(42)  # shared blob kept
     assert len(store.search("alice", "swordfish")) == 1

@@ -9,12 +9,23 @@ import pytest
 from chat_app.store import AttachmentRejected
 from chat_app.store.media import Blobs, sniff_mime
 
-IMAGES = {"image_png": "image/png", "image_jpeg_exif_rotated": "image/jpeg",
-          "image_gif_animated": "image/gif", "image_webp": "image/webp",
-          "image_bmp": "image/bmp", "image_cmyk_jpeg": "image/jpeg", "image_heic": "image/heic"}
-AUDIO = {"speech_wav_16k": "audio/wav", "speech_flac_44k_stereo": "audio/flac",
-         "speech_webm_opus_48k": "audio/webm", "speech_ogg_opus": "audio/ogg",
-         "speech_mp3": "audio/mpeg", "speech_ogg_vorbis": "audio/ogg"}
+IMAGES = {
+    "image_png": "image/png",
+    "image_jpeg_exif_rotated": "image/jpeg",
+    "image_gif_animated": "image/gif",
+    "image_webp": "image/webp",
+    "image_bmp": "image/bmp",
+    "image_cmyk_jpeg": "image/jpeg",
+    "image_heic": "image/heic",
+}
+AUDIO = {
+    "speech_wav_16k": "audio/wav",
+    "speech_flac_44k_stereo": "audio/flac",
+    "speech_webm_opus_48k": "audio/webm",
+    "speech_ogg_opus": "audio/ogg",
+    "speech_mp3": "audio/mpeg",
+    "speech_ogg_vorbis": "audio/ogg",
+}
 
 
 @pytest.mark.parametrize("fixture", sorted(IMAGES))
@@ -33,20 +44,25 @@ def test_real_audio_is_recognised(request, fixture):
         sniff_mime("image", data)
 
 
-@pytest.mark.parametrize("fixture, kind", [("not_an_image", "image"),
-                                           ("not_audio_wav", "audio"),
-                                           ("empty_wav", "audio")])
+@pytest.mark.parametrize(
+    "fixture, kind", [("not_an_image", "image"), ("not_audio_wav", "audio"), ("empty_wav", "audio")]
+)
 def test_impostors_are_rejected(request, fixture, kind):
     with pytest.raises(AttachmentRejected, match="not in a format"):
         sniff_mime(kind, request.getfixturevalue(fixture).read_bytes())
 
 
-def test_real_media_round_trip_through_the_store(store, image_jpeg_exif_rotated,
-                                                 speech_webm_opus_48k):
+def test_real_media_round_trip_through_the_store(store, image_jpeg_exif_rotated, speech_webm_opus_48k):
     conversation = store.create_conversation("u").id
-    message = store.append_message("u", conversation, "user", attachments=[
-        ("image", "image/jpeg", image_jpeg_exif_rotated),
-        ("audio", "audio/webm;codecs=opus", speech_webm_opus_48k)])
+    message = store.append_message(
+        "u",
+        conversation,
+        "user",
+        attachments=[
+            ("image", "image/jpeg", image_jpeg_exif_rotated),
+            ("audio", "audio/webm;codecs=opus", speech_webm_opus_48k),
+        ],
+    )
     image, audio = message.attachments
     assert store.read_attachment("u", image.id) == image_jpeg_exif_rotated.read_bytes()
     assert store.read_attachment("u", audio.id) == speech_webm_opus_48k.read_bytes()

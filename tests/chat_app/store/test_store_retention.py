@@ -6,10 +6,9 @@ import os
 import time
 
 import pytest
-
-from chat_app.store import MediaRemoved, NotFound
-from chat_app.store import rows
 from store_helpers import png, wav
+
+from chat_app.store import MediaRemoved, NotFound, rows
 
 DAY = 86_400.0
 
@@ -23,11 +22,18 @@ def aged(store, monkeypatch):
     """alice: a 40-day-old turn with an image and audio, and a new one reusing the image."""
     conversation = store.create_conversation("alice").id
     monkeypatch.setattr(rows, "now", lambda: time.time() - 40 * DAY)
-    old = store.append_message("alice", conversation, "user", "old photo", transcript="old",
-                               attachments=[("image", None, png(1)), ("audio", None, wav(1))])
+    old = store.append_message(
+        "alice",
+        conversation,
+        "user",
+        "old photo",
+        transcript="old",
+        attachments=[("image", None, png(1)), ("audio", None, wav(1))],
+    )
     monkeypatch.setattr(rows, "now", time.time)
-    new = store.append_message("alice", conversation, "user", "new photo",
-                               attachments=[("image", None, png(1)), ("image", None, png(2))])
+    new = store.append_message(
+        "alice", conversation, "user", "new photo", attachments=[("image", None, png(1)), ("image", None, png(2))]
+    )
     return store, conversation, old, new
 
 
@@ -69,8 +75,7 @@ def test_delete_user_data_erases_everything_of_theirs(aged, data_dir):
         for table in ("conversations", "messages", "attachments"):  # only bob's are left
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 1
         assert [tuple(r) for r in conn.execute("SELECT user_key FROM users")] == [("bob",)]
-        assert conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH "
-                            "'photo'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'photo'").fetchone()[0] == 1
     assert store.delete_user_data("alice") is False
     assert store.ensure_user("alice").key == "alice"
 

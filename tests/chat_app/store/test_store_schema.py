@@ -7,8 +7,7 @@ import sqlite3
 
 import pytest
 
-from chat_app.store import ConversationStore, SchemaTooNew, StoreError
-from chat_app.store import migrations
+from chat_app.store import ConversationStore, SchemaTooNew, StoreError, migrations
 from chat_app.store.database import sqlite_path
 from chat_app.store.migrations import LATEST, Migration
 
@@ -16,8 +15,7 @@ from chat_app.store.migrations import LATEST, Migration
 def _ledger(path):
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT version, name FROM schema_migrations ORDER BY version"
-                            ).fetchall()
+        return conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
     finally:
         conn.close()
 
@@ -53,8 +51,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(data_dir):
 
 def test_a_failed_migration_leaves_the_previous_version(data_dir, monkeypatch):
     ConversationStore(data_dir).close()
-    broken = Migration(2, "add a column, then fail", (
-        "ALTER TABLE users ADD COLUMN nickname TEXT", "THIS IS NOT SQL"))
+    broken = Migration(2, "add a column, then fail", ("ALTER TABLE users ADD COLUMN nickname TEXT", "THIS IS NOT SQL"))
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + (broken,))
     monkeypatch.setattr(migrations, "LATEST", 2)
     with pytest.raises(sqlite3.OperationalError):
@@ -83,22 +80,28 @@ def test_a_file_that_is_not_a_database_is_refused(data_dir):
         ConversationStore(data_dir)
 
 
-@pytest.mark.parametrize("url, path", [
-    ("sqlite:////srv/chat/chat.db", "/srv/chat/chat.db"),
-    ("sqlite:///relative/chat.db", "relative/chat.db"),
-    ("sqlite:///with%20space.db", "with space.db"),
-    ("sqlite://", ":memory:"),
-    ("sqlite:///:memory:", ":memory:"),
-    ("/plain/path.db", "/plain/path.db"),
-])
+@pytest.mark.parametrize(
+    "url, path",
+    [
+        ("sqlite:////srv/chat/chat.db", "/srv/chat/chat.db"),
+        ("sqlite:///relative/chat.db", "relative/chat.db"),
+        ("sqlite:///with%20space.db", "with space.db"),
+        ("sqlite://", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("/plain/path.db", "/plain/path.db"),
+    ],
+)
 def test_database_urls(url, path):
     assert sqlite_path(url) == path
 
 
-@pytest.mark.parametrize("url, message", [
-    ("postgresql://db.example/chat", "not supported yet"),
-    ("sqlite://host/chat.db", "malformed"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("postgresql://db.example/chat", "not supported yet"),
+        ("sqlite://host/chat.db", "malformed"),
+    ],
+)
 def test_unsupported_database_urls_are_refused(tmp_path, url, message):
     with pytest.raises(StoreError, match=message):
         ConversationStore(tmp_path, url)

@@ -13,9 +13,14 @@ def chat(store):
     c1 = store.create_conversation("alice", title="Geology").id
     c2 = store.create_conversation("alice", title="Zoo").id
     store.append_message("alice", c1, "user", "Volcano volcano volcano!")
-    store.append_message("alice", c1, "assistant", "A volcano is an opening in the crust of a "
-                         "planet through which lava, ash and gases escape; many of them sit "
-                         "along the edges of tectonic plates and some erupt every year.")
+    store.append_message(
+        "alice",
+        c1,
+        "assistant",
+        "A volcano is an opening in the crust of a "
+        "planet through which lava, ash and gases escape; many of them sit "
+        "along the edges of tectonic plates and some erupt every year.",
+    )
     store.append_message("alice", c2, "user", "", transcript="how tall is a giraffe")
     store.append_message("alice", c2, "assistant", "A red cat sleeps. The café is open.")
     store.append_message("alice", c2, "user", "Is the cat red?")
@@ -47,8 +52,7 @@ def test_transcripts_are_searched(chat):
 def test_all_terms_must_match_and_phrases_keep_their_order(chat):
     store, *_ = chat
     assert len(store.search("alice", "red cat")) == 2
-    assert [h.snippet for h in store.search("alice", '"red cat"')] == [
-        "A **red cat** sleeps. The café is open."]
+    assert [h.snippet for h in store.search("alice", '"red cat"')] == ["A **red cat** sleeps. The café is open."]
     assert store.search("alice", "volcano giraffe") == []
 
 
@@ -61,11 +65,35 @@ def test_prefixes_diacritics_and_limits(chat):
     assert store.search("alice", "volcano", limit=0) == []
 
 
-@pytest.mark.parametrize("query", [
-    '"unbalanced', 'cat"', '"', '""', "(", ")", "*", "AND", "a OR", "NOT cat", "NEAR(cat red)",
-    "text:cat", "transcript : giraffe", "^cat", "-cat", "cat + red", "{text transcript}: cat",
-    "'; DROP TABLE messages; --", "🎉 party", "x" * 5000, "\x00", "cat " * 100, "\\", "'",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"unbalanced',
+        'cat"',
+        '"',
+        '""',
+        "(",
+        ")",
+        "*",
+        "AND",
+        "a OR",
+        "NOT cat",
+        "NEAR(cat red)",
+        "text:cat",
+        "transcript : giraffe",
+        "^cat",
+        "-cat",
+        "cat + red",
+        "{text transcript}: cat",
+        "'; DROP TABLE messages; --",
+        "🎉 party",
+        "x" * 5000,
+        "\x00",
+        "cat " * 100,
+        "\\",
+        "'",
+    ],
+)
 def test_odd_queries_never_crash(chat, query):
     store, *_ = chat
     hits = store.search("alice", query)
@@ -104,8 +132,8 @@ def test_the_index_follows_edits_and_deletes(chat):
 
 
 def test_fts_query_quotes_every_term():
-    assert fts_query('red cat') == '"red" "cat"'
+    assert fts_query("red cat") == '"red" "cat"'
     assert fts_query('"red cat" pho*') == '"red cat" "pho"*'
     assert fts_query('"unbalanced quote') == '"unbalanced" "quote"'
-    assert fts_query('NEAR(a b) col:x') == '"NEAR" "a" "b" "col" "x"'
+    assert fts_query("NEAR(a b) col:x") == '"NEAR" "a" "b" "col" "x"'
     assert fts_query("?!") == ""

@@ -9,23 +9,29 @@ import json
 import zipfile
 
 import pytest
+from store_helpers import png, wav
 
 from chat_app.store import ConversationStore, NotFound
-from store_helpers import png, wav
 
 
 def _fill(store, user="alice"):
     """Two conversations with images, audio, transcripts, settings, statuses and feedback."""
     first = store.create_conversation(user, model="tiny-v1", settings={"temperature": 0.3}).id
     store.append_message(user, first, "system", "Be brief.")
-    store.append_message(user, first, "user", "What is this?", transcript="what is this",
-                         attachments=[("image", None, png(1)), ("audio", None, wav(1))])
+    store.append_message(
+        user,
+        first,
+        "user",
+        "What is this?",
+        transcript="what is this",
+        attachments=[("image", None, png(1)), ("audio", None, wav(1))],
+    )
     reply = store.begin_reply(user, first, settings={"temperature": 0.0, "seed": 7})
-    store.finish_reply(user, reply, "A grey square.", latency_ms=120.5, tokens=4,
-                       attachments=[("audio", None, wav(2))])
+    store.finish_reply(user, reply, "A grey square.", latency_ms=120.5, tokens=4, attachments=[("audio", None, wav(2))])
     store.set_feedback(user, reply, "like")
-    store.append_message(user, first, "user", "And this one?",
-                         attachments=[("image", None, png(1))])  # the same picture again
+    store.append_message(
+        user, first, "user", "And this one?", attachments=[("image", None, png(1))]
+    )  # the same picture again
     broken = store.begin_reply(user, first, model="tiny-v2")
     store.finish_reply(user, broken, "Sorr", status="error")
     second = store.create_conversation(user, title="Just text").id
@@ -36,12 +42,29 @@ def _fill(store, user="alice"):
 
 def _comparable(conversation):
     """A conversation without its ids (which an import replaces)."""
-    return (conversation.title, conversation.model, conversation.settings, conversation.created,
-            conversation.updated,
-            [(m.role, m.text, m.transcript, m.status, m.model, m.settings, m.latency_ms,
-              m.tokens, m.feedback, m.created,
-              [(a.kind, a.mime, a.size, a.sha256, a.removed) for a in m.attachments])
-             for m in conversation.messages])
+    return (
+        conversation.title,
+        conversation.model,
+        conversation.settings,
+        conversation.created,
+        conversation.updated,
+        [
+            (
+                m.role,
+                m.text,
+                m.transcript,
+                m.status,
+                m.model,
+                m.settings,
+                m.latency_ms,
+                m.tokens,
+                m.feedback,
+                m.created,
+                [(a.kind, a.mime, a.size, a.sha256, a.removed) for a in m.attachments],
+            )
+            for m in conversation.messages
+        ],
+    )
 
 
 def test_round_trip_into_another_store_keeps_everything(store, tmp_path):
@@ -59,8 +82,7 @@ def test_round_trip_into_another_store_keeps_everything(store, tmp_path):
             assert _comparable(new) == _comparable(old)
             for old_m, new_m in zip(old.messages, new.messages):
                 for a, b in zip(old_m.attachments, new_m.attachments):
-                    assert other.read_attachment("alice-again", b.id) == \
-                        store.read_attachment("alice", a.id)
+                    assert other.read_attachment("alice-again", b.id) == store.read_attachment("alice", a.id)
         assert [h.snippet for h in other.search("alice-again", "grey")] == ["A **grey** square."]
 
 
@@ -74,12 +96,17 @@ def test_manifest_format(store):
         media = {name: archive.read(name) for name in names if name != "manifest.json"}
     assert (manifest["format"], manifest["version"]) == ("multimodal-chat-export", 1)
     assert len(manifest["conversations"]) == 1
-    assert sorted(media) == sorted(f"media/{hashlib.sha256(b).hexdigest()}"
-                                   for b in (png(1), wav(1), wav(2)))  # png(1) once
+    assert sorted(media) == sorted(
+        f"media/{hashlib.sha256(b).hexdigest()}" for b in (png(1), wav(1), wav(2))
+    )  # png(1) once
     assert all(hashlib.sha256(data).hexdigest() == name[6:] for name, data in media.items())
     reply = manifest["conversations"][0]["messages"][2]
     assert (reply["model"], reply["settings"], reply["latency_ms"], reply["tokens"]) == (
-        "tiny-v1", {"temperature": 0.0, "seed": 7}, 120.5, 4)
+        "tiny-v1",
+        {"temperature": 0.0, "seed": 7},
+        120.5,
+        4,
+    )
     assert reply["attachments"][0]["file"] == f"media/{hashlib.sha256(wav(2)).hexdigest()}"
 
 

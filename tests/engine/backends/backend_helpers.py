@@ -1,9 +1,9 @@
 """Helpers for the backend and API tests (imported by name: `from backend_helpers import ...`).
 
-    GREEDY                         a short greedy GenerationConfig
-    EchoBackend                    says what it received; decodes media like the engine does
-    Servers().start(app) -> url    uvicorn servers on free loopback ports, in threads; stop() ends them
-    free_port()                    a loopback port nothing listens on (after the call)
+GREEDY                         a short greedy GenerationConfig
+EchoBackend                    says what it received; decodes media like the engine does
+Servers().start(app) -> url    uvicorn servers on free loopback ports, in threads; stop() ends them
+free_port()                    a loopback port nothing listens on (after the call)
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ class EchoBackend:
     cancelled (for disconnect tests); `cancelled` records that a cancel arrived.
     """
 
-    def __init__(self, name: str = "echo", fail_after: int | None = None, endless: bool = False,
-                 capabilities: Capabilities = Capabilities(images=True, audio=True, context_length=1024)):
+    def __init__(
+        self,
+        name: str = "echo",
+        fail_after: int | None = None,
+        endless: bool = False,
+        capabilities: Capabilities = Capabilities(images=True, audio=True, context_length=1024),
+    ):
         self.name, self.capabilities, self.sampling = name, capabilities, None
         self.fail_after, self.endless = fail_after, endless
         self.cancelled, self.closed = threading.Event(), threading.Event()

@@ -45,7 +45,7 @@ def test_greedy_reply_equals_plain_generate(llama_backend):
     tokenizer, model = llama_backend.tokenizer, llama_backend.model
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there, how are you?"}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
-    ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     assert text == tokenizer.decode(ids, skip_special_tokens=True)
     ended = int(ids[-1]) in llama_backend._eos
     assert info.prompt_tokens == inputs["input_ids"].shape[1] and info.new_tokens == len(ids) - ended
@@ -56,10 +56,11 @@ def test_greedy_reply_equals_plain_generate(llama_backend):
 def test_stop_string_cuts_the_reply_and_stops_generation(llama_backend):
     config = GenerationConfig(max_new_tokens=24, temperature=0.0)
     full, _ = reply(llama_backend, ask("the quick brown fox"), config)
-    stop = full[len(full) // 2: len(full) // 2 + 2]
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
     assert stop.strip(), f"reply too short to pick a stop string: {full!r}"
-    text, info = reply(llama_backend, ask("the quick brown fox"), GenerationConfig(
-        max_new_tokens=24, temperature=0.0, stop=(stop,)))
+    text, info = reply(
+        llama_backend, ask("the quick brown fox"), GenerationConfig(max_new_tokens=24, temperature=0.0, stop=(stop,))
+    )
     assert text == full[: full.index(stop)] and info.finish_reason == "stop"
     assert info.new_tokens < 24
 
@@ -97,12 +98,17 @@ def test_vision_model_sees_the_image(llava_backend, image_png):
 
     text, info = reply(llava_backend, ask("what is this?", images=[image_png]))
     processor, model = llava_backend.processor, llava_backend.model
-    messages = [{"role": "user", "content": [{"type": "image", "image": read_image(image_png)},
-                                             {"type": "text", "text": "what is this?"}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                           return_tensors="pt")
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": read_image(image_png)}, {"type": "text", "text": "what is this?"}],
+        }
+    ]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     assert inputs["input_ids"][0].tolist().count(model.config.image_token_index) == 16  # (32/8)^2 + CLS - CLS
-    ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     assert text == processor.tokenizer.decode(ids, skip_special_tokens=True)
     assert info.prompt_tokens == inputs["input_ids"].shape[1] and info.observations == []
     other, _ = reply(llava_backend, ask("what is this?", images=[image_png, image_png]))
@@ -238,8 +244,9 @@ def test_placement_bf16_on_cuda_and_device_map_over_several_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "accelerate"
-                        else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "accelerate" else real_find_spec(name, *a)
+    )
     assert hf_loading._placement("auto") == (torch.device("cuda"), {"dtype": torch.bfloat16, "device_map": "auto"})
     assert hf_loading._placement("cuda:1")[1]["device_map"] == "cuda:1"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # no accelerate: load, then .to()
@@ -250,8 +257,10 @@ def test_placement_bf16_on_cuda_and_device_map_over_several_gpus(monkeypatch):
 def test_template_without_system_role_gets_it_in_the_first_turn(tmp_path):
     import tiny_hf
 
-    template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-                "{% endif %}" + tiny_hf.CHAT_TEMPLATE)
+    template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}" + tiny_hf.CHAT_TEMPLATE
+    )
     backend = load_backend(str(tiny_hf.save_tiny_llama(tmp_path / "gemma-like", chat_template=template)), device="cpu")
     inputs = backend._render("Be brief.", [{"role": "user", "content": "hi"}])
     assert backend.tokenizer.decode(inputs["input_ids"][0]) == "<s><|user|>Be brief.\n\nhi<|end|><|assistant|>"

@@ -55,8 +55,10 @@ def test_images_and_audio_travel_as_parts(serve, llava_backend, image_jpeg_exif_
     assert turn.audio[0][:4] == b"RIFF"  # 16 kHz mono WAV
     assert abs(len(read_audio(turn.audio[0])) - len(read_audio(speech_flac_44k_stereo))) < 160
     vision = OpenAIBackend(serve(create_api_app(llava_backend)) + "/v1")
-    assert reply(vision, ask("what?", images=[image_jpeg_exif_rotated]))[0] == \
-        reply(llava_backend, ask("what?", images=[image_jpeg_exif_rotated]))[0]
+    assert (
+        reply(vision, ask("what?", images=[image_jpeg_exif_rotated]))[0]
+        == reply(llava_backend, ask("what?", images=[image_jpeg_exif_rotated]))[0]
+    )
 
 
 def test_text_only_server_gets_observations_and_transcripts(serve, image_png, speech_wav_16k):
@@ -82,8 +84,7 @@ def test_slow_server_times_out_with_bounded_retries():
     with socket.socket() as listener:  # accepts connections (kernel backlog) but never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        remote = OpenAIBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "m", timeout=0.3,
-                               retries=1)
+        remote = OpenAIBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "m", timeout=0.3, retries=1)
         started = time.perf_counter()
         with pytest.raises(BackendError, match=r"did not answer within 0.3 s \(tried 2 times\).*overloaded"):
             reply(remote, ask())

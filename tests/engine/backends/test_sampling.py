@@ -31,11 +31,17 @@ def test_a_builtin_checkpoint_says_how_to_decode_it(builtin_dir):
     assert load_backend(str(builtin_dir), device="cpu").sampling == Sampling(temperature=0.4, top_p=0.8)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "corrupt"), ('{"top_p": 0.9}', "corrupt"), ('["temperature", 0]', "corrupt"),
-    ('{"temperature": "warm"}', "corrupt"), ('{"temperature": 7}', "temperature must be between 0 and 2"),
-    ('{"temperature": 0.5, "top_p": 0}', "top_p above 0"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "corrupt"),
+        ('{"top_p": 0.9}', "corrupt"),
+        ('["temperature", 0]', "corrupt"),
+        ('{"temperature": "warm"}', "corrupt"),
+        ('{"temperature": 7}', "temperature must be between 0 and 2"),
+        ('{"temperature": 0.5, "top_p": 0}', "top_p above 0"),
+    ],
+)
 def test_a_corrupt_generation_config_is_refused_by_name(builtin_dir, text, problem):
     (builtin_dir / GENERATION_FILE).write_text(text)
     with pytest.raises(CheckpointError, match=problem) as error:

@@ -20,8 +20,12 @@ def test_second_load_comes_from_the_cache(tmp_path):
     first = load_gguf(path, device="cpu", cache_dir=cache)
     entry = cache / f"{file_sha256(path)}-v{CACHE_VERSION}"
     assert not first.from_cache
-    assert sorted(p.name for p in entry.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                       "tokenizer_config.json"]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert not [p for p in cache.iterdir() if p.name.startswith(".partial-")]
     second = load_gguf(path, device="cpu", cache_dir=cache)
     assert second.from_cache  # the cache-hit path: no GGUF reading, no dequantizing

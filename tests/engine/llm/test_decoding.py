@@ -13,15 +13,27 @@ from engine.types import GenerationConfig
 
 def gqa_model(**overrides) -> MultimodalModel:
     torch.manual_seed(0)
-    config = preset("tiny", n_heads=4, n_kv_heads=2, ffn_hidden=96, norm_eps=1e-5, tie_embeddings=False,
-                    rope_theta=100000.0, **overrides)
+    config = preset(
+        "tiny",
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_hidden=96,
+        norm_eps=1e-5,
+        tie_embeddings=False,
+        rope_theta=100000.0,
+        **overrides,
+    )
     return MultimodalModel(config).eval()
 
 
 def text_inputs(ids: list[int]) -> ModelInputs:
     tensor = torch.tensor([ids])
-    return ModelInputs(ids=tensor, positions=torch.arange(len(ids))[None], lengths=torch.tensor([len(ids)]),
-                       media_kind=torch.zeros_like(tensor))
+    return ModelInputs(
+        ids=tensor,
+        positions=torch.arange(len(ids))[None],
+        lengths=torch.tensor([len(ids)]),
+        media_kind=torch.zeros_like(tensor),
+    )
 
 
 def test_the_cache_holds_only_the_kv_heads():
@@ -35,7 +47,8 @@ def test_gqa_matches_repeated_kv_heads():
     """enable_gqa=True is the same as giving each query head its group's key/value head."""
     q, k, v = torch.randn(2, 6, 5, 8), torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
     expected = torch.nn.functional.scaled_dot_product_attention(
-        q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1), is_causal=True)
+        q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1), is_causal=True
+    )
     got = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     torch.testing.assert_close(got, expected)
 
@@ -50,7 +63,7 @@ def test_cached_greedy_decoding_equals_full_forward():
     sequence = prompt + tokens
     with torch.no_grad():
         logits = model.logits(model(text_inputs(sequence)))[0]  # (T, V)
-    assert logits[len(prompt) - 1:-1].argmax(-1).tolist() == tokens
+    assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == tokens
     # and the cached step logits are close to the full forward's
     cache = model.new_cache(1, len(sequence))
     with torch.no_grad():

@@ -61,8 +61,9 @@ def test_corrupt_smollm2_is_caught_by_its_hash(tmp_path, monkeypatch):
 def test_damaged_gguf(tmp_path, damage):
     path = tiny_llama_gguf(tmp_path, tiny_llama_folder(tmp_path, tie=True))
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a gguf file at all" * 50,
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"not a gguf file at all" * 50, "empty": b""}[damage]
+    )
     with pytest.raises(CheckpointError) as error:
         load_gguf(path, device="cpu", cache_dir=tmp_path / "cache")
     assert one_line(error).startswith(f"{path} is not a readable GGUF file (")
@@ -87,17 +88,28 @@ def test_gguf_of_another_architecture(tmp_path):
     writer.close()
     with pytest.raises(CheckpointError) as error:
         load_gguf(path, device="cpu", cache_dir=tmp_path / "cache")
-    assert one_line(error) == (f"{path} holds a 'qwen2' model; only GGUF files of the 'llama' architecture "
-                               "(Llama, SmolLM2, Mistral without sliding window) are supported.")
+    assert one_line(error) == (
+        f"{path} holds a 'qwen2' model; only GGUF files of the 'llama' architecture "
+        "(Llama, SmolLM2, Mistral without sliding window) are supported."
+    )
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "is a 'gpt2' model; only Llama-family models"),
-    ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "is a 'qwen2' model; only Llama-family models"),
-    ({"model_type": "mistral", "sliding_window": 4096}, "uses sliding-window attention (sliding_window=4096)"),
-    ({"attention_bias": True}, "uses biases in its attention or MLP"),
-    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}}, "RoPE scaling of type 'yarn'"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "is a 'gpt2' model; only Llama-family models"),
+        (
+            {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]},
+            "is a 'qwen2' model; only Llama-family models",
+        ),
+        ({"model_type": "mistral", "sliding_window": 4096}, "uses sliding-window attention (sliding_window=4096)"),
+        ({"attention_bias": True}, "uses biases in its attention or MLP"),
+        (
+            {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}},
+            "RoPE scaling of type 'yarn'",
+        ),
+    ],
+)
 def test_unsupported_hf_architecture(tmp_path, change, named):
     folder = tiny_llama_folder(tmp_path, tie=True)
     config = json.loads((folder / "config.json").read_text())
@@ -106,8 +118,9 @@ def test_unsupported_hf_architecture(tmp_path, change, named):
         load_hf_folder(folder, device="cpu")
     message = one_line(error)
     assert message.startswith(f"{folder / 'config.json'} ") and named in message
-    assert message.endswith("only Llama-family models (model_type 'llama', or 'mistral' without sliding-window "
-                            "attention) are supported.")
+    assert message.endswith(
+        "only Llama-family models (model_type 'llama', or 'mistral' without sliding-window attention) are supported."
+    )
 
 
 def test_hf_folder_missing_files(tmp_path):

@@ -18,13 +18,23 @@ def ours(lm, ids=IDS) -> torch.Tensor:
         return lm.model.logits(lm.model(inputs))
 
 
-@pytest.mark.parametrize("tie, n_kv_heads, scaled", [(False, 2, False), (True, 2, False), (True, 4, False),
-                                                      (False, 1, True)])
+@pytest.mark.parametrize(
+    "tie, n_kv_heads, scaled", [(False, 2, False), (True, 2, False), (True, 4, False), (False, 1, True)]
+)
 def test_hf_folder_logits_equal_transformers(tmp_path, tie, n_kv_heads, scaled):
     from transformers import AutoModelForCausalLM
 
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8} if scaled else None
+    scaling = (
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8,
+        }
+        if scaled
+        else None
+    )
     folder = tiny_llama_folder(tmp_path, tie=tie, n_kv_heads=n_kv_heads, rope_scaling=scaling)
     lm = load_hf_folder(folder, device="cpu")
     assert lm.model.config.kv_heads == n_kv_heads and lm.model.config.tie_embeddings == tie
@@ -71,4 +81,5 @@ def test_smollm2_gguf_logits_equal_transformers(tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert torch.equal(got[0, -1].argmax(), expected[0, -1].argmax())
     assert lm.reply([{"role": "user", "content": "What is the capital of France?"}]).startswith(
-        "The capital of France is Paris")
+        "The capital of France is Paris"
+    )

@@ -8,9 +8,11 @@ from engine.llm.gguf import load_gguf_parts
 from engine.llm.tokenizer import LMTokenizer
 from tests.engine.llm.conftest import tiny_llama_folder, tiny_llama_gguf
 
-CONVERSATION = [{"role": "user", "content": "Hello, how are you today?"},
-                {"role": "assistant", "content": "A red circle and a blue square."},
-                {"role": "user", "content": "What is the capital of France? Ünïcode and 1234 too."}]
+CONVERSATION = [
+    {"role": "user", "content": "Hello, how are you today?"},
+    {"role": "assistant", "content": "A red circle and a blue square."},
+    {"role": "user", "content": "What is the capital of France? Ünïcode and 1234 too."},
+]
 NO_DIGITS = [{**m, "content": m["content"].replace(" and 1234 too", "")} for m in CONVERSATION]
 
 
@@ -25,8 +27,9 @@ def test_hf_folder_chat_ids_equal_apply_chat_template(tmp_path):
     ours = LMTokenizer.load(folder)
     reference = AutoTokenizer.from_pretrained(folder)
     assert ours.chat_ids(CONVERSATION) == transformers_ids(reference, CONVERSATION)
-    assert ours.render(CONVERSATION) == reference.apply_chat_template(CONVERSATION, add_generation_prompt=True,
-                                                                      tokenize=False)
+    assert ours.render(CONVERSATION) == reference.apply_chat_template(
+        CONVERSATION, add_generation_prompt=True, tokenize=False
+    )
     assert ours.stop_ids == {ours.token_id("<|im_end|>")}
     assert ours.decode(ours.chat_ids(CONVERSATION)).endswith("Ünïcode and 1234 too.\nassistant\n")
 

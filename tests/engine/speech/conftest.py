@@ -1,15 +1,15 @@
 """Fixtures of the speech tests (the shared media of tests/conftest.py are used too).
 
-    passage_text, passage_wav_16k, passage_flac_44k_stereo, passage_webm_opus_48k, passage_mp3
-                          four spoken sentences (espeak-ng, about 9 s) in the formats people produce
-    question_wav          "I can see a red circle and a blue square" (espeak-ng's own 22.05 kHz WAV)
-    interruption_wav      "what time is it in London" (the barge-in utterance)
-    two_utterances_wav    1 s silence, question, 4 s silence, interruption, 1 s silence (16 kHz)
-    clipped_wav           the quick brown fox, 10x too loud: about 14% of samples clipped
-    noisy_wav             the quick brown fox under white noise louder than the voice
-    transcriber           the process-wide Transcriber (bundled Whisper tiny.en)
-    tiny_model_dir        a tiny random checkpoint (engine.loading.save_checkpoint)
-    pulse                 a private PulseAudio server with a virtual microphone (see speech_helpers)
+passage_text, passage_wav_16k, passage_flac_44k_stereo, passage_webm_opus_48k, passage_mp3
+                      four spoken sentences (espeak-ng, about 9 s) in the formats people produce
+question_wav          "I can see a red circle and a blue square" (espeak-ng's own 22.05 kHz WAV)
+interruption_wav      "what time is it in London" (the barge-in utterance)
+two_utterances_wav    1 s silence, question, 4 s silence, interruption, 1 s silence (16 kHz)
+clipped_wav           the quick brown fox, 10x too loud: about 14% of samples clipped
+noisy_wav             the quick brown fox under white noise louder than the voice
+transcriber           the process-wide Transcriber (bundled Whisper tiny.en)
+tiny_model_dir        a tiny random checkpoint (engine.loading.save_checkpoint)
+pulse                 a private PulseAudio server with a virtual microphone (see speech_helpers)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from speech_helpers import INTERRUPTION_TEXT, PASSAGE_TEXT, QUESTION_TEXT, PulseAudio, run_tool
 
 
@@ -59,16 +58,44 @@ def passage_flac_44k_stereo(speech_dir, passage_espeak_wav):
 def passage_webm_opus_48k(speech_dir, passage_espeak_wav):
     path = speech_dir / "passage_48k.webm"
     with open(path, "wb") as out:  # to a pipe, as MediaRecorder writes it: no duration in the header
-        run_tool("ffmpeg", "-hide_banner", "-loglevel", "error", "-i", passage_espeak_wav, "-ar", "48000",
-                 "-c:a", "libopus", "-b:a", "32k", "-f", "webm", "pipe:1", stdout=out)
+        run_tool(
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            passage_espeak_wav,
+            "-ar",
+            "48000",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-f",
+            "webm",
+            "pipe:1",
+            stdout=out,
+        )
     return path
 
 
 @pytest.fixture(scope="session")
 def passage_mp3(speech_dir, passage_espeak_wav):
     path = speech_dir / "passage.mp3"
-    run_tool("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", passage_espeak_wav,
-             "-c:a", "libmp3lame", "-b:a", "64k", path)
+    run_tool(
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        passage_espeak_wav,
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "64k",
+        path,
+    )
     return path
 
 
@@ -105,8 +132,24 @@ def clipped_wav(speech_dir, speech_wav_16k):
 @pytest.fixture(scope="session")
 def noisy_wav(speech_dir, speech_wav_16k, speech_seconds):
     noise = speech_dir / "white_noise.wav"
-    run_tool("sox", "-R", "-D", "-n", "-r", "16000", "-c", "1", "-b", "16", noise, "synth", f"{speech_seconds:.3f}",
-             "whitenoise", "vol", "0.65")  # 0.6-0.7 drown the 130-wpm sentence for Whisper tiny.en; 0.5 does not
+    run_tool(
+        "sox",
+        "-R",
+        "-D",
+        "-n",
+        "-r",
+        "16000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        noise,
+        "synth",
+        f"{speech_seconds:.3f}",
+        "whitenoise",
+        "vol",
+        "0.65",
+    )  # 0.6-0.7 drown the 130-wpm sentence for Whisper tiny.en; 0.5 does not
     path = speech_dir / "noisy.wav"
     run_tool("sox", "-D", "-m", speech_wav_16k, noise, path)
     return path
@@ -121,8 +164,9 @@ def transcriber():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from engine.loading import save_checkpoint
     from tiny_models import tiny_model, tiny_tokenizer
+
+    from engine.loading import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("speech_model") / "tiny", tiny_model(seed=3), tiny_tokenizer())
 

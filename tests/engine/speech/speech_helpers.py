@@ -24,8 +24,10 @@ import pytest
 
 from engine.backends.base import Capabilities
 
-PASSAGE_TEXT = ("Hello, can you hear me? I would like to know what is in this picture. "
-                "Please describe the colors and count the people. Then tell me a short story about a cat.")
+PASSAGE_TEXT = (
+    "Hello, can you hear me? I would like to know what is in this picture. "
+    "Please describe the colors and count the people. Then tell me a short story about a cat."
+)
 # Phrases Whisper tiny.en hears right through the virtual microphone run after run (some others
 # flip between runs: "a short story about a cat" -> "... I'm out of cut", "today" -> "to me").
 QUESTION_TEXT = "I can see a red circle and a blue square"
@@ -37,10 +39,14 @@ def run_tool(*args, stdout=None) -> None:
     """Run an external tool; fail the test with a clear message if it is missing or fails."""
     tool = str(args[0])
     if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed; the speech tests need it (apt-get install espeak-ng sox "
-                    f"libsox-fmt-all ffmpeg; {PULSE_PACKAGES}).", pytrace=False)
-    result = subprocess.run([str(a) for a in args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
-                            timeout=120)
+        pytest.fail(
+            f"{tool} is not installed; the speech tests need it (apt-get install espeak-ng sox "
+            f"libsox-fmt-all ffmpeg; {PULSE_PACKAGES}).",
+            pytrace=False,
+        )
+    result = subprocess.run(
+        [str(a) for a in args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, timeout=120
+    )
     if result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} failed:\n{result.stderr.decode(errors='replace')}", pytrace=False)
 
@@ -51,22 +57,39 @@ class PulseAudio:
         self.server = env["PULSE_SERVER"]
 
     @classmethod
-    def start(cls, folder: Path) -> "PulseAudio":
+    def start(cls, folder: Path) -> PulseAudio:
         for tool in ("pulseaudio", "pactl", "paplay", "parec"):
             if shutil.which(tool) is None:
-                pytest.fail(f"{tool} is not installed: the desktop voice tests need a real PulseAudio ({PULSE_PACKAGES}).",
-                            pytrace=False)
+                pytest.fail(
+                    f"{tool} is not installed: the desktop voice tests need a real PulseAudio ({PULSE_PACKAGES}).",
+                    pytrace=False,
+                )
         socket = folder / "native"
-        env = {**os.environ, "HOME": str(folder), "XDG_RUNTIME_DIR": str(folder), "XDG_CONFIG_HOME": str(folder / "config"),
-               "PULSE_RUNTIME_PATH": str(folder / "runtime"), "PULSE_STATE_PATH": str(folder / "state"),
-               "PULSE_SERVER": f"unix:{socket}"}
-        modules = [f"module-native-protocol-unix socket={socket} auth-anonymous=1",
-                   "module-null-sink sink_name=speaker rate=22050 channels=1",
-                   "module-null-sink sink_name=mic_feed rate=16000 channels=1",
-                   "module-remap-source master=mic_feed.monitor source_name=mic"]
+        env = {
+            **os.environ,
+            "HOME": str(folder),
+            "XDG_RUNTIME_DIR": str(folder),
+            "XDG_CONFIG_HOME": str(folder / "config"),
+            "PULSE_RUNTIME_PATH": str(folder / "runtime"),
+            "PULSE_STATE_PATH": str(folder / "state"),
+            "PULSE_SERVER": f"unix:{socket}",
+        }
+        modules = [
+            f"module-native-protocol-unix socket={socket} auth-anonymous=1",
+            "module-null-sink sink_name=speaker rate=22050 channels=1",
+            "module-null-sink sink_name=mic_feed rate=16000 channels=1",
+            "module-remap-source master=mic_feed.monitor source_name=mic",
+        ]
         log = folder / "pulseaudio.log"
-        command = ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--system=false",
-                   "--use-pid-file=no", f"--log-target=file:{log}"]
+        command = [
+            "pulseaudio",
+            "-n",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--system=false",
+            "--use-pid-file=no",
+            f"--log-target=file:{log}",
+        ]
         for module in modules:
             command += ["-L", module]
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,6 +113,7 @@ class PulseAudio:
 
     def say(self, wav: Path, delay: float = 0.0) -> threading.Thread:
         """Play a file into the virtual microphone (in the background, after `delay` seconds)."""
+
         def play():
             time.sleep(delay)
             subprocess.run(["paplay", "--device=mic_feed", str(wav)], env=self.env, timeout=60, check=True)
@@ -100,8 +124,10 @@ class PulseAudio:
 
     def record_speaker(self, path: Path) -> subprocess.Popen:
         """Record what is played to the default output (speaker.monitor) as raw s16le 16 kHz mono."""
-        return subprocess.Popen(["parec", "--device=speaker.monitor", "--raw", "--format=s16le", "--rate=16000",
-                                 "--channels=1", str(path)], env=self.env)
+        return subprocess.Popen(
+            ["parec", "--device=speaker.monitor", "--raw", "--format=s16le", "--rate=16000", "--channels=1", str(path)],
+            env=self.env,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -134,8 +160,10 @@ class Console:
     def wait_for(self, needle: str, timeout: float = 30.0, count: int = 1) -> None:
         with self._changed:
             if not self._changed.wait_for(lambda: "".join(self._parts).count(needle) >= count, timeout):
-                pytest.fail(f"{needle!r} was not printed within {timeout} s; output so far:\n{''.join(self._parts)}",
-                            pytrace=False)
+                pytest.fail(
+                    f"{needle!r} was not printed within {timeout} s; output so far:\n{''.join(self._parts)}",
+                    pytrace=False,
+                )
 
 
 class ScriptedBackend:

@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from speech_helpers import INTERRUPTION_TEXT, QUESTION_TEXT
 
 from engine.preprocess import read_audio
 from engine.speech import asr
 from engine.speech.asr import ASRModelError, NoSpeechError
-from lab.speech.metrics import normalize_words, word_error_rate, word_errors
 from engine.types import AudioError, EngineError
-from speech_helpers import INTERRUPTION_TEXT, QUESTION_TEXT
+from lab.speech.metrics import normalize_words, word_error_rate, word_errors
 
 FORMATS = ["wav_16k", "flac_44k_stereo", "webm_opus_48k", "mp3"]
 

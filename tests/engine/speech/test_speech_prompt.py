@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_backend, tiny_tokenizer
 
 from engine.config import PRESETS, ModelConfig, preset
 from engine.prompt import build_prompt
 from engine.speech import asr
-from lab.speech.metrics import word_error_rate
 from engine.speech.reply import speech_turn
 from engine.types import Conversation, GenerationConfig, ReplyInfo, Turn
-from tiny_models import tiny_backend, tiny_tokenizer
+from lab.speech.metrics import word_error_rate
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,14 +73,29 @@ def test_the_transcript_is_sent_once(speech_wav_16k):
 
 def ask(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "launch.py", "ask", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "launch.py", "ask", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_ask_reports_the_transcript_in_its_json(tiny_model_dir, speech_webm_opus_48k, silence_wav, speech_text):
-    result = ask("--model", tiny_model_dir, "--audio", speech_webm_opus_48k, "--audio", silence_wav,
-                 "--max-new-tokens", "4", "--json")
+    result = ask(
+        "--model",
+        tiny_model_dir,
+        "--audio",
+        speech_webm_opus_48k,
+        "--audio",
+        silence_wav,
+        "--max-new-tokens",
+        "4",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().split("\n")[-1])
     assert word_error_rate(speech_text, summary["transcript"]) <= 0.25  # the silent clip adds nothing

@@ -6,14 +6,14 @@ import time
 
 import numpy as np
 import pytest
+from speech_helpers import ScriptedBackend
 
 from engine.preprocess import read_audio
 from engine.speech import tts
-from lab.speech.metrics import word_error_rate
 from engine.speech.reply import ReplyEvent, spoken_reply
 from engine.speech.tts import SentenceChunker, SpeechSynthesisError, speak_stream, synthesize, wav_bytes
 from engine.types import Conversation, Turn
-from speech_helpers import ScriptedBackend
+from lab.speech.metrics import word_error_rate
 
 
 def chunk_all(pieces, **options):
@@ -55,8 +55,14 @@ def test_unknown_voice_is_a_clear_error():
 
 def test_each_sentence_is_released_as_soon_as_it_ends():
     pieces = ["Hello the", "re. How are", " you", "? Dr. Smith is 3.5 m tall.", " Fine", "!\n", "- a list\n", "the end"]
-    assert chunk_all(pieces) == [(1, "Hello there."), (3, "How are you?"), (4, "Dr. Smith is 3.5 m tall."),
-                                 (5, "Fine!"), (6, "- a list"), (8, "the end")]
+    assert chunk_all(pieces) == [
+        (1, "Hello there."),
+        (3, "How are you?"),
+        (4, "Dr. Smith is 3.5 m tall."),
+        (5, "Fine!"),
+        (6, "- a list"),
+        (8, "the end"),
+    ]
 
 
 def test_quotes_abbreviations_and_initials_stay_in_their_sentence():
@@ -90,8 +96,9 @@ def test_speak_stream_yields_the_first_sentence_before_the_text_is_complete():
 
 
 def test_spoken_reply_streams_text_and_speech_and_speaks_before_the_reply_ends():
-    backend = ScriptedBackend("Sure. I can see a red circle and a blue square in the picture you sent me today.",
-                              delay=0.03)
+    backend = ScriptedBackend(
+        "Sure. I can see a red circle and a blue square in the picture you sent me today.", delay=0.03
+    )
     conversation = Conversation(turns=[Turn("user", "What is in the picture?")])
     events: list[ReplyEvent] = list(spoken_reply(backend, conversation))
     text = "".join(e.text for e in events if e.kind == "text")

@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from speech_helpers import QUESTION_TEXT
 
 from engine.preprocess import read_audio
-from lab.speech.metrics import word_error_rate
 from engine.speech.tts import wav_bytes
 from engine.speech.turns import TurnTaker
-from speech_helpers import QUESTION_TEXT
+from lab.speech.metrics import word_error_rate
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def stream(taker, audio, chunk=512, pace=0.0):
     for start in range(0, audio.size, chunk):
         if pace:
             time.sleep(pace * chunk / 16000)
-        recording = taker.feed(audio[start:start + chunk])
+        recording = taker.feed(audio[start : start + chunk])
         if recording is not None:
             return recording, start + chunk
     return None, audio.size
@@ -57,8 +57,11 @@ def test_a_short_pause_inside_the_turn_drops_the_early_guess(question):
 def test_the_transcription_starts_during_the_pause_and_is_reused(monkeypatch, transcriber, question):
     decodes = []
     real = type(transcriber)._transcribe_wave
-    monkeypatch.setattr(type(transcriber), "_transcribe_wave",
-                        lambda self, *args: decodes.append(time.perf_counter()) or real(self, *args))
+    monkeypatch.setattr(
+        type(transcriber),
+        "_transcribe_wave",
+        lambda self, *args: decodes.append(time.perf_counter()) or real(self, *args),
+    )
     audio = np.concatenate([np.zeros(8000, np.float32), question * 0.9, np.zeros(32000, np.float32)])
     transcriber.clear_cache()
     taker = TurnTaker(transcriber, min_silence_ms=1000, early_ms=300)

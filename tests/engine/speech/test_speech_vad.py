@@ -68,7 +68,7 @@ def test_end_of_speech_is_decided_after_the_configured_pause(question, chunk_siz
     for min_silence_ms in (300, 1000):
         detector, ended_at = EndOfSpeech(min_silence_ms=min_silence_ms), None
         for start in range(0, audio.size, chunk_size):
-            if detector.feed(audio[start:start + chunk_size]):
+            if detector.feed(audio[start : start + chunk_size]):
                 ended_at = detector.seconds_fed
                 break
         assert detector.speech_started and detector.speech_start_s == pytest.approx(0.5, abs=0.2)

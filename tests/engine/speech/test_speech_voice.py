@@ -17,24 +17,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from speech_helpers import INTERRUPTION_TEXT, QUESTION_TEXT, Console, ScriptedBackend
 
 from chat_app.voice import Microphone, SoundDeviceSink, VoiceLoop, VoiceOptions, import_sounddevice
 from lab.speech.metrics import word_error_rate
-from speech_helpers import INTERRUPTION_TEXT, QUESTION_TEXT, Console, ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
-LONG_REPLY = ("I heard you, and now I am going to tell you a long story about a cat who lived in a small house "
-              "by the sea. Every morning the cat walked along the beach and looked at the boats. "
-              "One day a fisherman gave the cat a fish, and they became friends for many years.")
+LONG_REPLY = (
+    "I heard you, and now I am going to tell you a long story about a cat who lived in a small house "
+    "by the sea. Every morning the cat walked along the beach and looked at the boats. "
+    "One day a fisherman gave the cat a fish, and they became friends for many years."
+)
 
 
 @pytest.fixture(scope="module")
 def sd(pulse):
     sd = import_sounddevice()
     names = [device["name"] for device in sd.query_devices()]
-    assert "pulse" in names, f"PortAudio does not list ALSA's pulse device ({names}): apt-get install libasound2-plugins"
+    assert "pulse" in names, (
+        f"PortAudio does not list ALSA's pulse device ({names}): apt-get install libasound2-plugins"
+    )
     return sd
 
 
@@ -68,9 +72,19 @@ def run_in_thread(loop: VoiceLoop) -> threading.Thread:
 
 def test_hands_free_turn_is_heard_answered_and_spoken(pulse, devices, transcriber, question_wav, tmp_path):
     microphone, sink = devices
-    backend, console = ScriptedBackend("Once upon a time there was a small cat. It liked to sleep in the sun.", delay=0.02), Console()
-    loop = VoiceLoop(backend, transcriber, microphone, queue.Queue(), sink,
-                     VoiceOptions(hands_free=True, max_turns=1, min_silence_ms=500), out=console)
+    backend, console = (
+        ScriptedBackend("Once upon a time there was a small cat. It liked to sleep in the sun.", delay=0.02),
+        Console(),
+    )
+    loop = VoiceLoop(
+        backend,
+        transcriber,
+        microphone,
+        queue.Queue(),
+        sink,
+        VoiceOptions(hands_free=True, max_turns=1, min_silence_ms=500),
+        out=console,
+    )
     speaker = pulse.record_speaker(tmp_path / "speaker.raw")
     try:
         thread = run_in_thread(loop)
@@ -94,14 +108,22 @@ def test_hands_free_turn_is_heard_answered_and_spoken(pulse, devices, transcribe
     assert word_error_rate(backend.reply, heard.text) <= 0.3, heard.text
 
 
-def test_barge_in_stops_playback_and_generation_and_starts_the_next_turn(pulse, devices, transcriber,
-                                                                         question_wav, interruption_wav):
+def test_barge_in_stops_playback_and_generation_and_starts_the_next_turn(
+    pulse, devices, transcriber, question_wav, interruption_wav
+):
     microphone, sink = devices
     # The first sentence takes ~2.7 s to stream and ~6 s to speak; the rest would stream for ~3.5 s more.
     backend = ScriptedBackend(LONG_REPLY, "It is noon.", delay=0.12)
     console = Console()
-    loop = VoiceLoop(backend, transcriber, microphone, queue.Queue(), sink,
-                     VoiceOptions(hands_free=True, max_turns=2, min_silence_ms=500), out=console)
+    loop = VoiceLoop(
+        backend,
+        transcriber,
+        microphone,
+        queue.Queue(),
+        sink,
+        VoiceOptions(hands_free=True, max_turns=2, min_silence_ms=500),
+        out=console,
+    )
     thread = run_in_thread(loop)
     console.wait_for("[listening")
     pulse.say(question_wav, delay=0.3).join()
@@ -120,8 +142,15 @@ def test_barge_in_stops_playback_and_generation_and_starts_the_next_turn(pulse, 
 def test_push_to_talk_and_a_silent_recording_leaves_the_conversation_intact(pulse, devices, transcriber, question_wav):
     microphone, sink = devices
     keys, console = queue.Queue(), Console()
-    loop = VoiceLoop(ScriptedBackend("Once upon a time.", delay=0.01), transcriber, microphone, keys, sink,
-                     VoiceOptions(hands_free=False), out=console)
+    loop = VoiceLoop(
+        ScriptedBackend("Once upon a time.", delay=0.01),
+        transcriber,
+        microphone,
+        keys,
+        sink,
+        VoiceOptions(hands_free=False),
+        out=console,
+    )
     thread = run_in_thread(loop)
     console.wait_for("[press Enter to talk")
     keys.put("enter")  # start, say nothing, stop
@@ -144,14 +173,35 @@ def test_push_to_talk_and_a_silent_recording_leaves_the_conversation_intact(puls
 
 
 def voice_cli(*args, env=None, **options):
-    return subprocess.Popen([sys.executable, "launch.py", "voice", *map(str, args)], cwd=ROOT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    return subprocess.Popen(
+        [sys.executable, "launch.py", "voice", *map(str, args)],
+        cwd=ROOT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **options,
+    )
 
 
 def test_launch_voice_with_the_builtin_backend_on_the_virtual_microphone(pulse, sd, tiny_model_dir, question_wav):
-    process = voice_cli("--model", tiny_model_dir, "--hands-free", "--turns", "1", "--input-device", "pulse",
-                        "--output-device", "pulse", "--min-silence-ms", "500", "--max-new-tokens", "8", "--timings")
+    process = voice_cli(
+        "--model",
+        tiny_model_dir,
+        "--hands-free",
+        "--turns",
+        "1",
+        "--input-device",
+        "pulse",
+        "--output-device",
+        "pulse",
+        "--min-silence-ms",
+        "500",
+        "--max-new-tokens",
+        "8",
+        "--timings",
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()
@@ -189,8 +239,10 @@ def test_no_microphone_is_a_clear_message(tmp_path):
 
 def test_missing_portaudio_says_what_to_install():
     """As sounddevice sees a machine without PortAudio: its library cannot be found."""
-    code = ("import ctypes.util, sys; ctypes.util.find_library = lambda name: None; import launch; "
-            "sys.exit(launch.main(['voice', '--list-devices']))")
+    code = (
+        "import ctypes.util, sys; ctypes.util.find_library = lambda name: None; import launch; "
+        "sys.exit(launch.main(['voice', '--list-devices']))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "apt-get install libportaudio2" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
