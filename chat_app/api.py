@@ -251,47 +251,82 @@ def _credentials(header: str) -> tuple[str, str] | None:
     return (username, password) if colon else None
 
 
+async def _admit(request: Request, backend_provider: BackendProvider, authenticate: Authenticate | None):
+    """The backends this request may use, {name: Backend}; ApiError 401 without a valid login, 503 with none."""
+    if authenticate is not None:
+        credentials = _credentials(request.headers.get("authorization", ""))
+        allowed = credentials is not None and await anyio.to_thread.run_sync(authenticate, *credentials)
+        if not allowed:
+            raise ApiError(
+                401,
+                "Sign in: send HTTP Basic credentials or `Authorization: Bearer "
+                "USERNAME:PASSWORD` (the SDK's api_key) for an account of this app.",
+                "authentication_error",
+                code="invalid_api_key",
+            )
+    loaded = backend_provider()
+    backends = dict(loaded) if isinstance(loaded, Mapping) else {loaded.name: loaded} if loaded else {}
+    if not backends:
+        raise ApiError(503, "No model is loaded yet; try again in a moment.", "server_error", code="model_not_loaded")
+    return backends
+
+
+def _describe(backend: Backend, created: int) -> dict:
+    """One entry of GET /v1/models, with our `capabilities` extension."""
+    caps = backend.capabilities
+    return {
+        "id": backend.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "multimodal-chat",
+        "capabilities": {"images": caps.images, "audio": caps.audio, "context_length": caps.context_length},
+    }
+
+
+async def _read_body(request: Request) -> object:
+    """The request's JSON body; the size and the Content-Type are checked before anything is parsed."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The request is over {MAX_BODY_BYTES // 2**20} MiB; send smaller media.")
+    _require_json(request)
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
+
+
+async def _chat_completion(request: Request, backends: dict[str, Backend]):
+    """POST /v1/chat/completions for admitted backends: one JSON reply, or server-sent events."""
+    chat = validate_request(await _read_body(request))
+    backend = pick_backend(backends, chat.model)
+    context = await anyio.to_thread.run_sync(lambda: backend.capabilities.context_length)
+    conversation, config = chat.conversation(), request_config(chat, context, backend.sampling)
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
+    reply = _Reply(backend, conversation, config)
+    if not chat.stream:
+        return await _complete(reply, request, head)
+    try:
+        first = await reply.next()  # bad input fails here, before any header is sent
+    except BaseException:
+        await reply.close()
+        raise
+    return StreamingResponse(
+        _events(reply, first, request, head, chat.include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 def build_api_router(backend_provider: BackendProvider, authenticate: Authenticate | None = None) -> APIRouter:
     """The /v1 routes, served by `backend_provider()`: one Backend, a {name: Backend} dict (the
     request's `model` picks one, else the first answers), or None while no model is loaded."""
     router = APIRouter(prefix="/v1")
     created = int(time.time())
 
-    async def admit(request: Request) -> dict[str, Backend]:
-        if authenticate is not None:
-            credentials = _credentials(request.headers.get("authorization", ""))
-            allowed = credentials is not None and await anyio.to_thread.run_sync(authenticate, *credentials)
-            if not allowed:
-                raise ApiError(
-                    401,
-                    "Sign in: send HTTP Basic credentials or `Authorization: Bearer "
-                    "USERNAME:PASSWORD` (the SDK's api_key) for an account of this app.",
-                    "authentication_error",
-                    code="invalid_api_key",
-                )
-        loaded = backend_provider()
-        backends = dict(loaded) if isinstance(loaded, Mapping) else {loaded.name: loaded} if loaded else {}
-        if not backends:
-            raise ApiError(
-                503, "No model is loaded yet; try again in a moment.", "server_error", code="model_not_loaded"
-            )
-        return backends
-
-    def describe(backend: Backend) -> dict:
-        caps = backend.capabilities
-        return {
-            "id": backend.name,
-            "object": "model",
-            "created": created,
-            "owned_by": "multimodal-chat",
-            "capabilities": {"images": caps.images, "audio": caps.audio, "context_length": caps.context_length},
-        }
-
     @router.get("/models")
     async def list_models(request: Request):
         try:
-            backends = await admit(request)
-            listed = await anyio.to_thread.run_sync(lambda: [describe(b) for b in backends.values()])
+            backends = await _admit(request, backend_provider, authenticate)
+            listed = await anyio.to_thread.run_sync(lambda: [_describe(b, created) for b in backends.values()])
             return {"object": "list", "data": listed}
         except ApiError as exc:
             return exc.response()
@@ -299,7 +334,7 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
     @router.get("/models/{model_id:path}")
     async def get_model(model_id: str, request: Request):
         try:
-            backends = await admit(request)
+            backends = await _admit(request, backend_provider, authenticate)
             if model_id not in backends:
                 raise ApiError(
                     404,
@@ -307,39 +342,14 @@ def build_api_router(backend_provider: BackendProvider, authenticate: Authentica
                     param="model",
                     code="model_not_found",
                 )
-            return await anyio.to_thread.run_sync(describe, backends[model_id])
+            return await anyio.to_thread.run_sync(_describe, backends[model_id], created)
         except ApiError as exc:
             return exc.response()
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
         try:
-            backends = await admit(request)
-            if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                raise ApiError(413, f"The request is over {MAX_BODY_BYTES // 2**20} MiB; send smaller media.")
-            _require_json(request)
-            try:
-                body = json.loads(await request.body())
-            except ValueError:
-                raise ApiError(400, "The request body is not valid JSON.") from None
-            chat = validate_request(body)
-            backend = pick_backend(backends, chat.model)
-            context = await anyio.to_thread.run_sync(lambda: backend.capabilities.context_length)
-            conversation, config = chat.conversation(), request_config(chat, context, backend.sampling)
-            head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
-            reply = _Reply(backend, conversation, config)
-            if not chat.stream:
-                return await _complete(reply, request, head)
-            try:
-                first = await reply.next()  # bad input fails here, before any header is sent
-            except BaseException:
-                await reply.close()
-                raise
-            return StreamingResponse(
-                _events(reply, first, request, head, chat.include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return await _chat_completion(request, await _admit(request, backend_provider, authenticate))
         except Exception as exc:
             return _engine_error(exc).response()
 
