@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from lab.data.build import BuildConfig, build_dataset
 from engine.types import EngineError
+from lab.data.build import BuildConfig, build_dataset
 
 
 def main(argv=None) -> int:
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
                         help="include the chatterbot-corpus dialogues (default: yes)")
     parser.add_argument("--held-out-fraction", type=float, default=defaults.heldout_fraction, dest="heldout_fraction")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="scene PNG side in pixels")
+    parser.add_argument("--variety", action=argparse.BooleanOptionalAction, default=defaults.variety,
+                        help="varied scenes: any canvas, backgrounds, styles and captures (default: no)")
     parser.add_argument("--cache", type=Path, default=None, dest="cache_dir",
                         help="where rendered clips are kept (default: ~/.cache/multimodal-chat/sounds)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="processes for rendering")

@@ -3,7 +3,7 @@
     build_dataset(BuildConfig(out=Path("data/builtin"), seed=0))
 
 writes
-    images/scenes/{train,heldout}/NNNNN.png   generated scenes
+    images/scenes/{train,heldout}/NNNNN.png   generated scenes (.jpg for varied scenes with JPEG artefacts)
     images/photos/NAME-V.jpg                  shipped photos (24; three of them held out)
     audio/KEY.wav                             16 kHz mono clips, named by the hash of their spec
     train.jsonl, heldout.jsonl                one conversation per line (see lab.data.dataset)
@@ -31,12 +31,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine import preprocess
+from engine.observe import observe_image
 from lab.data import audio_qa, chitchat, photos
 from lab.data.dataset import DataError, record, write_jsonl
 from lab.data.questions import scene_questions
 from lab.data.scenes import Scene, random_scene, render_scene
 from lab.data.sounds import default_cache_dir, render_all
-from engine.observe import observe_image
+from lab.data.variety import encode_scene
 
 OWNED = ("images", "audio", "train.jsonl", "heldout.jsonl", "manifest.json")
 
@@ -53,6 +54,7 @@ class BuildConfig:
     chitchat: bool = True
     heldout_fraction: float = 0.1
     image_size: int = 128  # side of the scene PNGs (the model letterboxes them to its own size)
+    variety: bool = False  # varied scenes (lab.data.variety: any canvas, backgrounds, styles, captures)
     cache_dir: Path | None = None  # rendered clips; default ~/.cache/multimodal-chat/sounds
     workers: int = 2
 
@@ -76,21 +78,42 @@ def _qa_turns(pairs, images=()) -> list[dict]:
 # ----------------------------------------------------------------------------- scenes
 
 
-def scene_specs(seed: int, split: str, count: int, avoid: frozenset = frozenset()) -> list[Scene]:
-    """`count` scenes of one split; none equal to a scene in `avoid`."""
-    specs = []
-    for index in range(count):
-        rng = random.Random(f"{seed}/scene/{split}/{index}")
-        scene = random_scene(rng)
-        while scene in avoid:
-            scene = random_scene(rng)
-        specs.append(scene)
+def _scene_spec(job: tuple[int, str, int, bool]) -> Scene:
+    seed, split, index, variety = job
+    return random_scene(random.Random(f"{seed}/scene/{split}/{index}"), variety=variety)
+
+
+def scene_specs(seed: int, split: str, count: int, avoid: frozenset = frozenset(), variety: bool = False,
+                workers: int = 1) -> list[Scene]:
+    """`count` scenes of one split; none equal to a scene in `avoid`. Varied scenes (drawing one
+    renders it to check what stays visible) are drawn in `workers` processes."""
+    jobs = [(seed, split, index, variety) for index in range(count)]
+    if variety and workers > 1 and count > 16:
+        with ProcessPoolExecutor(workers) as pool:
+            specs = list(pool.map(_scene_spec, jobs, chunksize=16))
+    else:
+        specs = [_scene_spec(job) for job in jobs]
+    for index, scene in enumerate(specs):
+        if scene in avoid:
+            rng = random.Random(f"{seed}/scene/{split}/{index}")
+            random_scene(rng, variety=variety)  # the same stream as before: the next draw
+            while scene in avoid:
+                scene = random_scene(rng, variety=variety)
+            specs[index] = scene
     return specs
+
+
+def scene_suffix(scene: Scene) -> str:
+    return ".jpg" if scene.look is not None and scene.look.jpeg else ".png"
 
 
 def _render_scene_file(job: tuple[dict, int, str]) -> None:
     spec, size, path = job
-    render_scene(Scene.from_dict(spec), size).save(path, optimize=False, compress_level=6)
+    scene = Scene.from_dict(spec)
+    if scene.look is None:
+        render_scene(scene, size).save(path, optimize=False, compress_level=6)
+    else:
+        Path(path).write_bytes(encode_scene(scene, size)[0])
 
 
 def _map(function, jobs: list, workers: int, desc: str) -> None:
@@ -108,11 +131,12 @@ def _map(function, jobs: list, workers: int, desc: str) -> None:
 def scene_records(cfg: BuildConfig, split: str, specs: list[Scene]) -> list[dict]:
     folder = Path("images") / "scenes" / split
     (cfg.out / folder).mkdir(parents=True, exist_ok=True)
-    jobs = [(spec.to_dict(), cfg.image_size, str(cfg.out / folder / f"{i:05d}.png")) for i, spec in enumerate(specs)]
+    names = [f"{i:05d}{scene_suffix(spec)}" for i, spec in enumerate(specs)]
+    jobs = [(spec.to_dict(), cfg.image_size, str(cfg.out / folder / name)) for spec, name in zip(specs, names)]
     _map(_render_scene_file, jobs, cfg.workers, f"scenes ({split})")
     records = []
     for i, scene in enumerate(specs):
-        image = str(folder / f"{i:05d}.png")
+        image = str(folder / names[i])
         rng = random.Random(f"{cfg.seed}/scene-qa/{split}/{i}")
         for j, qa in enumerate(scene_questions(scene, rng, cfg.questions_per_scene)):
             records.append(record(f"scene-{split}-{i:05d}-{j}", _qa_turns(qa.turns, [image]), qa.qtype, "scene",
@@ -201,8 +225,9 @@ def build_dataset(cfg: BuildConfig) -> dict:
     def n_heldout(n: int) -> int:
         return round(n * cfg.heldout_fraction)
 
-    train_scenes = scene_specs(cfg.seed, "train", cfg.scenes)
-    heldout_scenes = scene_specs(cfg.seed, "heldout", n_heldout(cfg.scenes), frozenset(train_scenes))
+    train_scenes = scene_specs(cfg.seed, "train", cfg.scenes, variety=cfg.variety, workers=cfg.workers)
+    heldout_scenes = scene_specs(cfg.seed, "heldout", n_heldout(cfg.scenes), frozenset(train_scenes),
+                                 variety=cfg.variety, workers=cfg.workers)  # fmt: skip
     splits["train"] += scene_records(cfg, "train", train_scenes)
     splits["heldout"] += scene_records(cfg, "heldout", heldout_scenes)
     if cfg.photos:
@@ -225,6 +250,8 @@ def build_dataset(cfg: BuildConfig) -> dict:
             splits[split] += chitchat_records(dialogues[split], split)
 
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "cache_dir", "workers")}
+    if not cfg.variety:
+        del settings["variety"]  # the manifests of plain builds stay what they were
     manifest = {"settings": settings,
                 "missing_photos": photos.missing_photos() if cfg.photos else [], "counts": {}}
     for split, records in splits.items():

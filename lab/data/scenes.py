@@ -3,6 +3,11 @@
     spec = random_scene(random.Random("0/scene/train/17"))
     image = render_scene(spec, size=128)          # PIL RGB image, size x size
 
+With `variety=True` (lab.data.variety) the same layout is drawn the way people's pictures
+look: any canvas size and aspect ratio, white, black, coloured, gradient, textured and photo
+backgrounds, rotated, outlined and hand-drawn shapes, and webcam-like captures; the spec keeps
+what is really visible (lab.data.variety drops a shape that would not be).
+
 The canvas is a 3x3 grid. Each shape sits in its own cell, so shapes never overlap and a
 shape's position word ("top left", "center", ...) is the third its centre falls in. A word,
 when there is one, fills a whole row of the grid and shapes use the other two rows, so text
@@ -15,12 +20,16 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from engine.observe import COLOR_NAMES
+
+if TYPE_CHECKING:
+    from lab.data.variety import Look
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 SHAPE_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
@@ -56,6 +65,11 @@ class Shape:
     col: int  # 0..2, left to right
     dx: float = 0.0  # offset of the centre from the cell's centre, in cells
     dy: float = 0.0
+    # lab.data.variety only; the defaults are the plain generator's shapes
+    rotation: float = 0.0  # degrees, counter-clockwise
+    style: str = "filled"  # "filled" | "outlined" | "outline" | "sketch" | "sketch-filled"
+    scale: float = 1.0  # radius = SIZES[size] * scale cells
+    rgb: tuple[int, int, int] | None = None  # the exact colour drawn (None: COLOR_NAMES[color])
 
     @property
     def center(self) -> tuple[float, float]:
@@ -91,17 +105,37 @@ class Scene:
     texture: str = ""  # one of TEXTURES when background == "textured"
     direction: str = ""  # "horizontal" | "vertical" | "diagonal" when background == "gradient"
     noise_seed: int = 0  # pixels of a "noise" texture
+    look: Look | None = None  # canvas, photo background and capture of a varied scene (lab.data.variety)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """A JSON-able dict; fields the plain generator never sets are left out at their defaults,
+        so its scenes' dicts are what they always were."""
+        data = asdict(self)
+        defaults = {f.name: f.default for f in fields(Shape)}
+        data["shapes"] = [{k: v for k, v in s.items() if k in _SHAPE_CORE or v != defaults[k]} for s in data["shapes"]]
+        if self.look is None:
+            del data["look"]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Scene":
+    def from_dict(cls, data: dict) -> Scene:
         return cls(background=data["background"], colors=tuple(tuple(c) for c in data["colors"]),
-                   shapes=tuple(Shape(**s) for s in data["shapes"]),
+                   shapes=tuple(Shape(**{**s, "rgb": tuple(s["rgb"]) if s.get("rgb") else None})
+                                for s in data["shapes"]),
                    word=Word(**data["word"]) if data.get("word") else None,
                    texture=data.get("texture", ""), direction=data.get("direction", ""),
-                   noise_seed=data.get("noise_seed", 0))
+                   noise_seed=data.get("noise_seed", 0), look=_look(data.get("look")))
+
+
+_SHAPE_CORE = ("kind", "color", "size", "row", "col", "dx", "dy")
+
+
+def _look(data: dict | None):
+    if not data:
+        return None
+    from lab.data.variety import Look
+
+    return Look.from_dict(data)
 
 
 def _jitter(rng: random.Random, rgb: tuple[int, int, int], amount: int = 10) -> tuple[int, int, int]:
@@ -113,8 +147,18 @@ def _is_light(rgb) -> bool:
 
 
 def random_scene(rng: random.Random, min_shapes: int = 1, max_shapes: int = 5,
-                 word_probability: float = 0.3, backgrounds: tuple[str, ...] = BACKGROUND_KINDS) -> Scene:
-    """A random scene spec; everything drawn from `rng`, so a seeded rng gives the same scene."""
+                 word_probability: float = 0.3, backgrounds: tuple[str, ...] | None = None,
+                 variety: bool = False) -> Scene:
+    """A random scene spec; everything drawn from `rng`, so a seeded rng gives the same scene.
+
+    `backgrounds`: the kinds to draw from (default BACKGROUND_KINDS, or with `variety`
+    lab.data.variety.BACKGROUND_KINDS, which adds "white", "black" and "photo"). With `variety`
+    the scene is one of lab.data.variety's varied scenes (it renders to its own canvas size)."""
+    if variety:
+        from lab.data.variety import varied_scene
+
+        return varied_scene(rng, min_shapes, max_shapes, word_probability, backgrounds)
+    backgrounds = backgrounds or BACKGROUND_KINDS
     kind = rng.choice(backgrounds)
     light = rng.random() < 0.6
     tints = [rgb for _, rgb in BACKGROUNDS if _is_light(rgb) == light]
@@ -206,7 +250,13 @@ def _font(pixels: int) -> ImageFont.FreeTypeFont:
 
 
 def render_scene(scene: Scene, size: int = 128, supersample: int = 2) -> Image.Image:
-    """Draw a scene as a size x size RGB image (drawn larger, then downsampled for smooth edges)."""
+    """Draw a scene as a size x size RGB image (drawn larger, then downsampled for smooth edges).
+    A varied scene (`scene.look`) is drawn at its own canvas size; `size` and `supersample` are
+    then ignored."""
+    if scene.look is not None:
+        from lab.data.variety import render_varied
+
+        return render_varied(scene)
     side = size * supersample
     image = Image.fromarray(_background(scene, side), mode="RGB")
     draw = ImageDraw.Draw(image)
