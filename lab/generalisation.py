@@ -19,9 +19,9 @@ description when every shape is named with its colour ("red circle", "red filled
 description at least 90%.
 
 Baseline, the shipped built-in model (`python -m lab.generalisation --model assets/models/builtin
---n 200 --device cpu`, seed 0, 2.6 min on 2 CPU cores), colour / shape / count / description:
-train 100.0 / 99.0 / 94.0 / 99.0%; train-varied 45.5 / 39.0 / 49.0 / 11.0%;
-second-plain 34.5 / 36.0 / 51.0 / 11.5%; second-hard 21.0 / 15.5 / 36.0 / 3.5%.
+--n 200 --device cpu`, seed 0, 2.5 min on 2 CPU cores), colour / shape / count / description:
+train 100.0 / 99.0 / 94.0 / 99.0%; train-varied 44.5 / 39.5 / 49.0 / 11.0%;
+second-plain 34.5 / 36.0 / 51.0 / 11.5%; second-hard 21.0 / 15.0 / 36.0 / 3.5%.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ PALETTE = {
 CANVASES = {"plain": ((320, 240), (640, 480), (800, 600), (1024, 768)),
             "hard": ((320, 240), (640, 480), (800, 600), (1024, 768), (480, 640), (600, 800))}  # fmt: skip
 CONTRAST = 100.0  # least RGB distance from a shape's colour to ~all the background under it
-TILT = {"circle": 0, "square": 18, "diamond": 18, "cross": 22, "triangle": 180, "star": 180}  # degrees, +-
+TILT = {"circle": 0, "square": 12, "diamond": 18, "cross": 22, "triangle": 180, "star": 180}  # degrees, +-
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ MIN_VISIBLE_SHARE = 0.6  # least share of a shape's drawn pixels left inside the
 MIN_SURROUND_CONTRAST = 60.0  # least RGB distance between a shape's ink and most of what surrounds it
 MAX_SUPERSAMPLED = 1600  # px: shapes are drawn at up to 3x, never over this, then downsampled
 EXTENT = 1.22  # farthest point of any shape from its centre, in radii (a square's corner)
-ROTATION = {"circle": 0, "square": 20, "diamond": 20, "cross": 25, "triangle": 180, "star": 180}  # degrees, +-
+ROTATION = {"circle": 0, "square": 12, "diamond": 12, "cross": 25, "triangle": 180, "star": 180}  # degrees, +-
 
 
 @dataclass(frozen=True)
