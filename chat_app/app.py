@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from chat_app.browser import PAGE_JS
 from chat_app.events import ChatEvents, wire_chat
 from chat_app.handlers import ChatService
 from chat_app.identity import user_key
@@ -33,9 +34,11 @@ def queue_options(settings: Settings) -> dict:
 
 
 def launch_options(settings: Settings) -> dict:
-    """Arguments for `demo.launch`: CSS, theme, upload size, where media may be served from."""
+    """Arguments for `demo.launch`: CSS, the page's JavaScript, theme, upload size, where media
+    may be served from."""
     return {
         "css_paths": [CSS] if CSS.is_file() else None,
+        "js": PAGE_JS,
         "theme": gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         "max_file_size": settings.transport_limit_bytes,
         "allowed_paths": [str(settings.view_dir), str(settings.scratch_dir)],

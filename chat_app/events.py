@@ -12,6 +12,7 @@ The sidebar's events are in chat_app/sidebar.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import gradio as gr
 
@@ -19,7 +20,7 @@ from chat_app.handlers import ChatService, ChatUpdate, Options
 from chat_app.handsfree import Listener, save_utterance
 from chat_app.identity import session, user_key
 from chat_app.layout import Layout
-from chat_app.render import TurnReport
+from chat_app.render import TurnReport, notice_markdown
 from chat_app.settings import Settings
 
 REPLY_EVENTS = "reply"  # the concurrency group of the events that run the model
@@ -50,17 +51,25 @@ class ChatEvents:
     def options(self, model, system, temperature, top_p, max_tokens, spoken) -> Options:
         return Options(model or self.defaults.model, system or "", temperature, top_p, max_tokens, bool(spoken))
 
-    def outputs(self, update: ChatUpdate, new_id: bool, key: str) -> tuple:
-        """(chatbot, box, conversation, conversation list, spoken audio, reply report) for one update."""
+    def outputs(self, update: ChatUpdate, new_id: bool, key: str, first: bool = False) -> tuple:
+        """(chatbot, box, conversation, conversation list, spoken audio, reply report, notice) for
+        one update. The spoken reply's stream opens with its first sound (a stream opened on
+        nothing has an empty playlist, which the browser's player reports as an error); the
+        notice is cleared by a turn's first update and set by its last."""
         refresh = new_id or update.done or update.list_changed
         choices = self.service.history.choices(key) if refresh else None
+        if update.notice:
+            said = gr.update(value=notice_markdown(update.notice), visible=True)
+        else:
+            said = gr.update(value="", visible=False) if first else gr.skip()
         return (
             update.messages,
             update.box if update.box is not None else gr.skip(),
             update.conversation_id,
             gr.update(choices=choices, value=update.conversation_id) if refresh else gr.skip(),
-            update.speech,
+            update.speech if update.speech is not None else gr.skip(),
             report_values(update.report) if update.report is not None else None,
+            said,
         )
 
     def reply(
@@ -76,9 +85,9 @@ class ChatEvents:
         (a ChatService turn) streamed as component values."""
         key = user_key(request, browser_id)
         updates = turn(key, conversation_id, *asked, self.options(*option_values), session(request))
-        shown_id = object()
+        shown_id = first = object()
         for update in updates:
-            yield self.outputs(update, update.conversation_id != shown_id, key)
+            yield self.outputs(update, update.conversation_id != shown_id, key, first=shown_id is first)
             shown_id = update.conversation_id
 
     def on_send(
@@ -117,9 +126,8 @@ class ChatEvents:
             return
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
         first = True
-        for outputs in self.reply(
-            request, browser_id, conversation_id, values, self.service.send, *box_parts(message, recording)
-        ):
+        send = partial(self.service.send, recorded=(recording,))
+        for outputs in self.reply(request, browser_id, conversation_id, values, send, *box_parts(message, recording)):
             yield (*outputs, None if first else gr.skip())  # the recorder is emptied once
             first = False
 
@@ -140,9 +148,8 @@ class ChatEvents:
         if not path:
             return
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
-        yield from self.reply(
-            request, browser_id, conversation_id, values, self.service.send, *box_parts(message, path)
-        )
+        send = partial(self.service.send, recorded=(path,))
+        yield from self.reply(request, browser_id, conversation_id, values, send, *box_parts(message, path))
 
     def on_regenerate(
         self,
@@ -262,7 +269,7 @@ class ChatEvents:
 def wire_chat(events: ChatEvents, ui: Layout) -> list:
     """Wire the chat's events; returns the reply events (what stop, new, open and delete cancel)."""
     options = [ui.model, ui.system, ui.temperature, ui.top_p, ui.max_tokens, ui.spoken]
-    targets = [ui.chatbot, ui.box, ui.conversation, ui.conversations, ui.spoken_out, ui.reply_report]
+    targets = [ui.chatbot, ui.box, ui.conversation, ui.conversations, ui.spoken_out, ui.reply_report, ui.notice]
     reply = dict(concurrency_id=REPLY_EVENTS, concurrency_limit=events.settings.concurrency, show_progress="minimal")
     turn = [ui.browser, ui.conversation]
     replies = [

@@ -13,7 +13,8 @@ is checked (text length, files, guest limits) → audio is transcribed → the u
 stored → `chat_app.reply.Replier` streams the backend's reply, speaks it when spoken replies
 are on and saves it as it grows (a checkpoint each second) → it ends "complete",
 "interrupted" (stop, closed tab; exactly the text that was shown) or "error". Bad input
-never reaches the store: it comes back as a notice in the chat.
+never reaches the store: it comes back as the update's `notice`, which the page shows in its
+own notice under the chat (never as a chat bubble, where it would read as the model's words).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from chat_app.render import (
     TurnReport,
     file_part,
     live_reply,
-    notice,
     render_messages,
     safe_markdown,
     text_part,
@@ -127,10 +127,10 @@ class ChatService:
     def _rejected(
         self, user_key: str, conversation_id: str | None, messages, message: str, box: dict | None = None
     ) -> ChatUpdate:
-        """The last update of a refused turn: the stored chat (unchanged), then the notice."""
+        """The last update of a refused turn: the stored chat (unchanged) and the notice."""
         return ChatUpdate(
             conversation_id,
-            self._chat(user_key, messages) + [notice(message)],
+            self._chat(user_key, messages),
             box=box,
             notice=message,
             done=True,
@@ -195,9 +195,17 @@ class ChatService:
     # ------------------------------------------------------------------------- turns
 
     def send(
-        self, user_key: str, conversation_id: str | None, text: str, files: list, options: Options, run_key: str
+        self,
+        user_key: str,
+        conversation_id: str | None,
+        text: str,
+        files: list,
+        options: Options,
+        run_key: str,
+        recorded: tuple = (),
     ) -> Iterator[ChatUpdate]:
-        """A new user message (text and/or files) and the reply to it."""
+        """A new user message (text and/or files) and the reply to it. `recorded`: the files
+        that come from the microphone (push-to-talk, hands-free), not from an upload."""
         text, files = text or "", [str(f) for f in (files or [])]
         messages = self._load(user_key, conversation_id)
         history = self._chat(user_key, messages)
@@ -219,7 +227,8 @@ class ChatService:
         }
         yield ChatUpdate(conversation_id, history + [pending, live_reply("")], box=EMPTY_BOX)
         try:
-            transcript, warnings = self._transcribe(attachments)
+            from_microphone = [f in {str(r) for r in recorded} for f in files]
+            transcript, warnings = self._transcribe(attachments, from_microphone)
         except InputError as error:
             yield self._rejected(user_key, conversation_id, messages, f"{error}", box=restore)
             return
@@ -262,12 +271,18 @@ class ChatService:
             backend,
         )
 
-    def _transcribe(self, attachments: list[Attachment]) -> tuple[str | None, tuple[str, ...]]:
-        """What was heard in the recordings (None: nothing), and warnings. Raises InputError."""
+    def _transcribe(
+        self, attachments: list[Attachment], from_microphone: list[bool]
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """What was heard in the sounds (None: nothing), and warnings worded for where each came
+        from (the microphone, or a file). Raises InputError."""
         transcript, warnings = None, ()
-        for attachment in attachments:
+        for attachment, recorded in zip(attachments, from_microphone, strict=True):
             if attachment.kind == "audio":
-                heard, heard_warnings = self.speech.transcribe(attachment.data)
+                if recorded:
+                    heard, heard_warnings = self.speech.transcribe(attachment.data)
+                else:
+                    heard, heard_warnings = self.speech.transcribe(attachment.data, name=attachment.name, uploaded=True)
                 warnings += heard_warnings
                 if heard:
                     transcript = heard if transcript is None else f"{transcript} {heard}"

@@ -91,6 +91,8 @@ def _chat(ui: Layout, settings: Settings) -> None:
         placeholder="**Ask anything.** Type, attach or paste pictures and sounds, take a webcam snapshot, "
         "or talk with the microphone.",
     )
+    # the app's own words (bad input, a failure, nothing heard): apart from the model's replies
+    ui.notice = gr.Markdown(visible=False, elem_id="notice")
     ui.box = gr.MultimodalTextbox(
         elem_id="box",
         show_label=False,
@@ -126,6 +128,9 @@ def _chat(ui: Layout, settings: Settings) -> None:
             label="📷 Webcam: a snapshot is attached to your message",
             height=200,
             buttons=[],
+            # Gradio mirrors the captured frame along with the preview; the preview is mirrored
+            # by assets/app.css instead, so the picture sent reads the right way round.
+            webcam_options=gr.WebcamOptions(mirror=False),
         )
 
 

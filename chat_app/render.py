@@ -46,9 +46,10 @@ def file_part(path: Path, mime: str) -> dict:
     return {"type": "file", "file": {"path": str(path), "mime_type": mime, "orig_name": path.name}}
 
 
-def notice(text: str) -> dict:
-    """A message from the app itself (not the model, not stored): bad input and the like."""
-    return {"role": "assistant", "content": [text_part("⚠️ " + text)]}
+def notice_markdown(text: str | None) -> str:
+    """A message from the app itself (bad input, a failure), for the notice under the chat:
+    shown as written, never inside a chat bubble."""
+    return f"⚠️ {plain(text)}" if text else ""
 
 
 class MediaViews:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from chat_app.recorder import ReplyRecorder
-from chat_app.render import MediaViews, live_reply, notice, render_messages, turn_report
+from chat_app.render import MediaViews, live_reply, render_messages, turn_report
 from chat_app.runs import Run, Runs
 from chat_app.settings import Settings
 from chat_app.speech import sentence_speaker
@@ -195,10 +195,8 @@ class Replier:
         else:  # the end could not be stored: show what the store has
             messages = self._reload(turn.user_key, conversation_id)
         chat = render_messages(messages, self.views, turn.user_key)
-        if turn.warnings and progress.status != "rejected":
-            chat.append(notice(" ".join(turn.warnings)))  # e.g. nothing was heard in the recording
-        if progress.problem:
-            chat.append(notice(progress.problem))
+        said = [*(turn.warnings if progress.status != "rejected" else ()), progress.problem]
+        said = " ".join(s for s in said if s) or None  # e.g. nothing was heard in the recording
         sounds = progress.sounds
         for wav in sounds[:-1]:
             yield ChatUpdate(conversation_id, chat, speech=wav)
@@ -207,7 +205,7 @@ class Replier:
             chat,
             box=box,
             speech=sounds[-1] if sounds else None,
-            notice=progress.problem,
+            notice=said,
             done=True,
             list_changed=True,
             report=turn_report(messages, None, self.views, turn.user_key),

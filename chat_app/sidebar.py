@@ -187,6 +187,8 @@ def wire_sidebar(events: SidebarEvents, ui: Layout, replies: list) -> None:
     shown = [ui.conversation, ui.chatbot, ui.conversations, ui.title, ui.report_text, ui.report_images, ui.report_audio]
     settings = [ui.model, ui.system, ui.temperature, ui.top_p, ui.max_tokens]
     ui.new_button.click(events.on_new, [ui.browser], shown, api_name="new", cancels=replies, **LIGHT)
+    for leave in (ui.new_button.click, ui.clear_button.click, ui.conversations.input, ui.confirm_delete.click):
+        leave(lambda: gr.update(value="", visible=False), None, ui.notice, api_visibility="private", **LIGHT)
     ui.clear_button.click(events.on_new, [ui.browser], shown, api_visibility="undocumented", cancels=replies, **LIGHT)
     ui.chatbot.clear(events.on_new, [ui.browser], shown, api_visibility="undocumented", cancels=replies, **LIGHT)
     ui.conversations.input(

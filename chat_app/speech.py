@@ -2,6 +2,7 @@
 
     speech = Speech()
     transcript, warnings = speech.transcribe(wav_bytes)     # None when nothing was said
+    transcript, warnings = speech.transcribe(data, name="notes.wav", uploaded=True)   # a file's words
     speaker = sentence_speaker(speech)                      # None when spoken replies are off
     for wav in speaker.push(piece): play(wav)               # one WAV per finished sentence
     for wav in speaker.flush(): play(wav)
@@ -14,6 +15,7 @@ microphone of hands-free mode is cut into turns by `chat_app.handsfree.Listener`
 from __future__ import annotations
 
 import logging
+import re
 
 from engine.types import EngineError, InputError
 
@@ -27,14 +29,18 @@ class Speech:
         self.asr_problem: str | None = None
         self.tts_problem: str | None = None
 
-    def transcribe(self, data: bytes) -> tuple[str | None, tuple[str, ...]]:
-        """(transcript or None when nothing was said, warnings). Raises InputError for bad audio."""
+    def transcribe(
+        self, data: bytes, name: str = "the recording", uploaded: bool = False
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """(transcript or None when nothing was said, warnings). Raises InputError for bad audio.
+        `uploaded`: the sound is a file someone attached (named `name`), not the microphone's,
+        and the warnings say so (no advice about a microphone for a file)."""
         if self.asr_problem:
             return None, ()
         try:
             from engine.speech.asr import get_transcriber
 
-            transcript = get_transcriber().transcribe(data)
+            transcript = get_transcriber().transcribe(data, name=name)
         except InputError:
             raise
         except (ImportError, EngineError) as error:
@@ -44,7 +50,8 @@ class Speech:
         except Exception as error:  # noqa: BLE001 - one clip failing leaves the turn (and ASR) alive
             log.exception("speech recognition failed on a clip")
             return None, (f"Speech recognition failed on this recording ({error}); the model still gets the sound.",)
-        return (transcript.text if transcript.heard else None), tuple(transcript.warnings)
+        warnings = tuple(about_a_file(w, name) for w in transcript.warnings) if uploaded else transcript.warnings
+        return (transcript.text if transcript.heard else None), tuple(warnings)
 
     def synthesize(self, sentence: str) -> bytes | None:
         """One sentence as a WAV file in memory (None when spoken replies are off)."""
@@ -67,6 +74,19 @@ class Speech:
             self.tts_problem = str(error)
             return None
         return SentenceChunker()
+
+
+def about_a_file(warning: str, name: str) -> str:
+    """A speech recognizer's warning about a recording, worded for an uploaded file: a file
+    that is silent needs no advice about the microphone."""
+    if " is silent" in warning:
+        return f"{name} is silent: there is no sound in the file. Check that it is the recording you meant to send."
+    if "only noise" in warning:
+        return f"No speech was heard in {name}, only noise."
+    if warning.startswith("No speech was heard"):
+        return f"No speech was heard in {name}."
+    sentences = re.split(r"(?<=[.!?])\s+", warning)
+    return " ".join(s for s in sentences if "microphone" not in s) or warning
 
 
 def sentence_speaker(speech):

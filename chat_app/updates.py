@@ -52,7 +52,7 @@ class ChatUpdate:
     messages: list[dict]  # the whole chat in gr.Chatbot's format
     box: dict | None = None  # the message box's new value; None leaves it as it is
     speech: bytes | None = None  # WAV of the next spoken sentence
-    notice: str | None = None  # bad input, failures: also shown in `messages`
+    notice: str | None = None  # bad input, failures, warnings: shown apart from the chat, never in `messages`
     done: bool = False
     list_changed: bool = False  # the conversation list needs refreshing (new, renamed by its first message)
     report: TurnReport | None = None  # on the last update: what the model saw for the latest reply

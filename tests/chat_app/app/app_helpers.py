@@ -102,8 +102,10 @@ class FakeSpeech:
         self.transcript, self.fail, self.warnings = transcript, fail, warnings
         self.asr_problem = self.tts_problem = None
         self.spoken: list[str] = []
+        self.heard: list[tuple[str, bool]] = []  # (name, uploaded) of each sound transcribed
 
-    def transcribe(self, data: bytes):
+    def transcribe(self, data: bytes, name: str = "the recording", uploaded: bool = False):
+        self.heard.append((name, uploaded))
         if self.fail:
             raise self.fail
         return self.transcript, self.warnings

@@ -222,7 +222,8 @@ def test_bad_input_gets_a_clear_message_and_no_script_runs(chromium, server, not
     page.wait_for_selector("#box .thumbnails", timeout=20_000)
     send(page, "read this")
     page.wait_for_function(
-        "document.querySelector('#chat').innerText.includes('not a file this app understands')", timeout=30_000
+        "(document.querySelector('#notice') || {}).innerText?.includes('not a file this app understands')",
+        timeout=30_000,
     )
     wait_until_idle(page)
 
@@ -232,7 +233,9 @@ def test_bad_input_gets_a_clear_message_and_no_script_runs(chromium, server, not
         box.dispatchEvent(new Event('input', {bubbles: true}));
     }""")
     page.locator("#box textarea").press("Enter")
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('100,000 characters')", timeout=30_000)
+    page.wait_for_function(
+        "(document.querySelector('#notice') || {}).innerText?.includes('100,000 characters')", timeout=30_000
+    )
     wait_until_idle(page)
 
     send(page, "and now a normal question")  # the app keeps working, the history is intact

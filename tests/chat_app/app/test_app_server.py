@@ -40,6 +40,12 @@ def text_of(message: dict) -> str:
     return " ".join(p.get("text", "") for p in message["content"] if p.get("type") == "text" or "text" in p)
 
 
+def notice_text(value) -> str:
+    """The notice under the chat from an output (an update, or its value), as read."""
+    value = value.get("value") if isinstance(value, dict) else value
+    return (value or "").replace("\\", "")
+
+
 def chat_value(value) -> list:
     """The chat from an output: a list, or an update that also restores the like/dislike marks."""
     return value["value"] if isinstance(value, dict) else value
@@ -59,7 +65,7 @@ def test_text_turn(server, model_name):
     browser = new_id()
     client = connect(server, browser)
     assert client.loaded[0] == [] and client.loaded[1]["choices"] == []
-    chat, box, conversations, _ = client.predict(*send_args("Hello there", model=model_name), api_name="/send")
+    chat, box, conversations, _, _ = client.predict(*send_args("Hello there", model=model_name), api_name="/send")
     assert [m["role"] for m in chat] == ["user", "assistant"] and text_of(chat[0]) == "Hello there"
     assert text_of(chat[1]).strip()
     assert conversations["choices"][0][0] == "Hello there"
@@ -126,7 +132,7 @@ def test_regenerate_edit_undo_feedback(server, model_name):
     assert chat == [] and box["text"] == "edited question"
 
 
-def test_bad_input_is_answered_in_the_chat(server, model_name, image_corrupt, not_an_image):
+def test_bad_input_is_answered_in_a_notice(server, model_name, image_corrupt, not_an_image):
     browser = new_id()
     client = connect(server, browser)
     client.predict(*send_args("a good question", model=model_name), api_name="/send")
@@ -138,9 +144,10 @@ def test_bad_input_is_answered_in_the_chat(server, model_name, image_corrupt, no
         ("read", [not_an_image], "not a file this app understands"),
         ("<script>alert(1)</script>", (), None),
     ):
-        chat, *_ = client.predict(*send_args(text, files, model=model_name), api_name="/send")
+        chat, *_, said = client.predict(*send_args(text, files, model=model_name), api_name="/send")
         if expected:
-            assert expected in text_of(chat[-1]) and text_of(chat[-1]).startswith("⚠️")
+            assert notice_text(said).startswith("⚠️") and expected in notice_text(said)  # the notice, apart
+            assert not any(expected in text_of(m) for m in chat) and len(chat) == 2  # not a chat bubble
             assert stored(server, "browser:" + browser)[0].messages == before  # history intact
     assert "&lt;script&gt;" in text_of(chat[-2])  # shown as text, stored as typed
     assert stored(server, "browser:" + browser)[0].messages[-2].text == "<script>alert(1)</script>"
@@ -297,10 +304,10 @@ def test_share_without_login_warns_and_limits_guests(tiny_model_dir, tmp_path, m
         assert len(warning) == 1 and "anyone with the link" in warning[0]
         assert httpx.get(guest.url + "v1/models").status_code == 404  # no API for guests
         client = connect(guest, new_id())
-        chat, *_ = client.predict(*send_args("", [speech_wav_16k], model=model_name), api_name="/send")
-        assert "files may be at most 10 kB" in text_of(chat[-1])  # an oversize upload, for a guest
+        *_, said = client.predict(*send_args("", [speech_wav_16k], model=model_name), api_name="/send")
+        assert "files may be at most 10 kB" in notice_text(said)  # an oversize upload, for a guest
         client.predict(*send_args("one", model=model_name), api_name="/send")
-        chat, *_ = client.predict(*send_args("two", model=model_name), api_name="/send")
-        assert "1 message an hour" in text_of(chat[-1])
+        *_, said = client.predict(*send_args("two", model=model_name), api_name="/send")
+        assert "1 message an hour" in notice_text(said)
     finally:
         guest.stop(kill=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 from app_helpers import FakeBackend, FakeSpeech
 
@@ -83,7 +84,8 @@ def test_a_refused_reply_rolls_back_from_what_was_loaded(store, settings, option
     last = list(service.send(KEY, cid, "refused", [], options, "s"))[-1]
     assert len(loads) == 1
     assert last.box == {"text": "refused", "files": []}
-    assert [texts(m) for m in last.messages] == ["kept", "Hello there. How are you?", "⚠️ Too long for this model."]
+    assert [texts(m) for m in last.messages] == ["kept", "Hello there. How are you?"]
+    assert last.notice == "Too long for this model."
     assert [m.text for m in store.get_conversation(KEY, cid).messages] == ["kept", "Hello there. How are you?"]
 
 
@@ -102,16 +104,18 @@ OPTIONS = ("fake", "", 0.0, 1.0, 16, True)  # model, system prompt, temperature,
 
 def test_every_reply_event_streams_through_the_one_path(events, store, speech_wav_16k, loads):
     sent = list(events.on_send(None, None, {"text": "q1", "files": []}, *OPTIONS, REQUEST))
-    chat, box, cid, _, _, report = sent[-1]
+    chat, box, cid, _, _, report, said = sent[-1]
     assert texts(chat[-1]) == "reply 1." and sent[0][1] == {"text": "", "files": []}  # the box is emptied
     assert report == report_values(events.service.report(GUEST, cid))
     loads.clear()
-    spoken = [outputs[4] for outputs in sent if outputs[4]]
+    spoken = [outputs[4] for outputs in sent if isinstance(outputs[4], bytes)]
     assert spoken and all(wav.startswith(b"RIFF") for wav in spoken)  # spoken replies on: sentence audio
+    assert all(outputs[4] is not None for outputs in sent)  # no sound yet: the stream is not opened (skip)
+    assert sent[0][6]["visible"] is False and said == gr.skip()  # a turn clears the notice; none was set
     assert all(outputs[5] is None for outputs in sent[:-1])  # only the last update carries the report
 
     talked = list(events.on_talk(None, cid, {"text": "", "files": []}, str(speech_wav_16k), *OPTIONS, REQUEST))
-    assert talked[0][-1] is None and len(talked[0]) == 7  # the recorder is emptied with the first update
+    assert talked[0][-1] is None and len(talked[0]) == 8  # the recorder is emptied with the first update
     assert texts(talked[-1][0][-1]) == "reply 2."
     regenerated = list(events.on_regenerate(None, cid, *OPTIONS, REQUEST))
     assert texts(regenerated[-1][0][-1]) == "reply 3."
@@ -125,7 +129,7 @@ def test_every_reply_event_streams_through_the_one_path(events, store, speech_wa
 
 
 def test_the_report_after_a_reply_event_needs_no_store(events, store, loads):
-    *_, (chat, _, cid, _, _, ready) = events.on_send(None, None, {"text": "hi", "files": []}, *OPTIONS, REQUEST)
+    *_, (chat, _, cid, _, _, ready, _) = events.on_send(None, None, {"text": "hi", "files": []}, *OPTIONS, REQUEST)
     loads.clear()
     assert events.on_reply_report(None, cid, ready, REQUEST) == ready and loads == []
     assert events.on_reply_report(None, cid, None, REQUEST) == ready and len(loads) == 1  # a stopped event
