@@ -26,6 +26,7 @@ from chat_app.runs import Run, Runs
 from chat_app.settings import Settings
 from chat_app.speech import sentence_speaker
 from chat_app.store import ConversationStore, Message, StoreError
+from chat_app.titles import tell_apart
 from chat_app.updates import ChatUpdate, Options
 from engine.types import Conversation as EngineConversation
 from engine.types import InputError, ReplyInfo, Turn
@@ -127,6 +128,8 @@ class Replier:
             )
             run.shown = progress.text
         message = self._finish(run, recorder, progress, info)
+        if turn.created and message is not None:  # the first reply: a title shared with another gets a hint
+            tell_apart(self.store, turn.user_key, turn.conversation_id, message.text, info.observations)
         yield from self._ending(turn, progress, message)
 
     def _pieces(
