@@ -17,7 +17,7 @@ from functools import partial
 import gradio as gr
 
 from chat_app.handlers import ChatService, ChatUpdate, Options
-from chat_app.handsfree import Listener, save_utterance
+from chat_app.handsfree import Listener, save_heard
 from chat_app.identity import session, user_key
 from chat_app.layout import Layout
 from chat_app.render import TurnReport, notice_markdown
@@ -136,7 +136,7 @@ class ChatEvents:
         browser_id,
         conversation_id,
         message,
-        path,
+        heard,
         model_,
         system_,
         temperature_,
@@ -145,8 +145,14 @@ class ChatEvents:
         spoken_,
         request: gr.Request,
     ):
-        if not path:
+        """Hands-free: send the turn heard ({"path", "replaces"}). A turn that replaces the one
+        before (the rest of the same thought) takes that recording's place: its reply was
+        stopped when it was heard (`on_chunk`), and both parts go as one."""
+        if not heard:
             return
+        path = heard["path"] if isinstance(heard, dict) else str(heard)
+        if isinstance(heard, dict) and heard.get("replaces"):
+            self.service.retract_recording(user_key(request, browser_id), conversation_id)
         values = (model_, system_, temperature_, top_p_, max_tokens_, spoken_)
         send = partial(self.service.send, recorded=(path,))
         yield from self.reply(request, browser_id, conversation_id, values, send, *box_parts(message, path))
@@ -253,9 +259,13 @@ class ChatEvents:
             except Exception as error:  # noqa: BLE001 - VAD model missing
                 gr.Warning(f"Hands-free voice is not available here: {error}")
                 return None, gr.skip()
-        quiet = bool(muted) or self.service.running(session(request))
-        path = save_utterance(listener, chunk, quiet, self.settings.scratch)
-        return listener, path if path is not None else gr.skip()
+        busy = self.service.running(session(request))  # heard all the same: nothing said is lost
+        heard = save_heard(listener, chunk, bool(muted), busy, self.settings.scratch)
+        if heard is None:
+            return listener, gr.skip()
+        if heard["replaces"]:  # the same thought goes on: its first part's reply ends now
+            self.service.stop(session(request))
+        return listener, heard
 
     def on_snapshot(self, snapshot, message):
         """Attach the webcam snapshot to the message being written."""

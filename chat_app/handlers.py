@@ -353,6 +353,16 @@ class ChatService:
         messages = self._truncate(user_key, messages, last_user.id, keep=False)
         return self._chat(user_key, messages), {"text": last_user.text, "files": files}
 
+    def retract_recording(self, user_key: str, conversation_id: str | None) -> bool:
+        """Remove the last turn if it is a recording alone (hands-free: its thought went on and
+        comes again whole); True if it was removed. Typed messages are never retracted."""
+        messages = self._load(user_key, conversation_id) or ()
+        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+        if last_user is None or last_user.text.strip() or not any(a.kind == "audio" for a in last_user.attachments):
+            return False
+        self._truncate(user_key, messages, last_user.id, keep=False)
+        return True
+
     def _truncate(
         self, user_key: str, messages: tuple[Message, ...], message_id: str, keep: bool
     ) -> tuple[Message, ...]:

@@ -27,7 +27,7 @@ def build_layout(settings: Settings, models: list[str], defaults: Options) -> La
     ui.browser_id = gr.Textbox(visible=False)
     ui.conversation = gr.State(None)
     ui.listener = gr.State(None)  # hands-free: this browser's chat_app.handsfree.Listener
-    ui.utterance = gr.State(None)  # hands-free: the path of the last turn heard
+    ui.utterance = gr.State(None)  # hands-free: the last turn heard, {"path", "replaces"}
     ui.reply_report = gr.State(None)  # the report the last reply event computed, for its report panel
     _sidebar(ui)
     with gr.Column(scale=1, elem_id="main"):

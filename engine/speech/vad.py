@@ -6,6 +6,7 @@
     split_for_asr(wave, max_chunk_s=30) -> list[(offset_s, chunk)]   speech only, in chunks
     detector = EndOfSpeech(min_silence_ms=700, threshold=0.5)
     detector.feed(chunk) -> bool                  True once speech has started and then stopped
+    EndOfSpeech(min_silence_ms=1000, max_silence_ms=1400)   adaptive: waits longer after a speaker's long pauses
 
 Waveforms are mono float32 at 16 kHz, given as numpy arrays (or anything `np.asarray` takes).
 `threshold` is the sensitivity (a window is speech when its probability is at least it);
@@ -129,10 +130,26 @@ class EndOfSpeech:
     `feed(chunk)` returns True once speech (at least `min_speech_ms` of it) has been heard
     and then `min_silence_ms` of silence followed. `speech_started` turns True as soon as
     speech is heard (used for barge-in). Chunks may have any length; state carries over.
+
+    Adaptive (with `max_silence_ms`): the end of a turn waits for the end of a thought, not a
+    breath. The silence needed is `pause_factor` times the longest pause this speaker has
+    already made inside the turn, kept between `min_silence_ms` and `max_silence_ms`; while
+    less than `short_speech_ms` has been said ("And so…"), it is `max_silence_ms`.
     """
 
-    def __init__(self, min_silence_ms: int = 700, threshold: float = 0.5, min_speech_ms: int = 200):
+    def __init__(
+        self,
+        min_silence_ms: int = 700,
+        threshold: float = 0.5,
+        min_speech_ms: int = 200,
+        max_silence_ms: int | None = None,
+        pause_factor: float = 1.6,
+        short_speech_ms: int = 1000,
+    ):
         self.config = VadConfig(threshold=threshold, min_silence_ms=min_silence_ms, min_speech_ms=min_speech_ms)
+        if max_silence_ms is not None and max_silence_ms < min_silence_ms:
+            raise ValueError(f"max_silence_ms ({max_silence_ms}) is less than min_silence_ms ({min_silence_ms})")
+        self.max_silence_ms, self.pause_factor, self.short_speech_ms = max_silence_ms, pause_factor, short_speech_ms
         self.reset()
 
     def reset(self) -> None:
@@ -146,6 +163,18 @@ class EndOfSpeech:
         self.ended = False
         self.speech_start_s: float | None = None  # when speech began, from the first sample fed
         self.speech_end_s: float | None = None  # when the last speech window ended
+        self.longest_pause_ms = 0.0  # the longest pause inside this turn that speech followed
+
+    @property
+    def required_silence_ms(self) -> float:
+        """How long the pause now going on must last to end the turn."""
+        low, high = self.config.min_silence_ms, self.max_silence_ms
+        if high is None:
+            return low
+        said_ms = 1000 * ((self.speech_end_s or 0.0) - (self.speech_start_s or 0.0))
+        if said_ms < self.short_speech_ms:
+            return high
+        return min(high, max(low, self.pause_factor * self.longest_pause_ms))
 
     def probability(self, window: np.ndarray) -> float:
         batch = np.concatenate([self._context, window[None]], axis=1)  # (1, 576)
@@ -172,11 +201,12 @@ class EndOfSpeech:
                     self.speech_end_s = now
                 continue
             if prob >= neg_threshold:  # hysteresis: between the thresholds still counts as speech
+                self.longest_pause_ms = max(self.longest_pause_ms, self._silence_run * window_s * 1000)
                 self._silence_run = 0
                 self.speech_end_s = now
             else:
                 self._silence_run += 1
-                self.ended = self._silence_run * window_s * 1000 >= self.config.min_silence_ms
+                self.ended = self._silence_run * window_s * 1000 >= self.required_silence_ms
         return self.ended
 
     @property
