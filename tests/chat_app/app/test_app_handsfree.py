@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import wave
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,19 +54,25 @@ def spoken(media_dir, phrases, pauses_ms, name: str) -> list:
     return parts
 
 
+def seconds(path) -> float:
+    with wave.open(str(path)) as clip:
+        return clip.getnframes() / clip.getframerate()
+
+
 @pytest.fixture(scope="module")
 def two_questions(media_dir):
-    """Question 1 (4 phrases, pauses of 300-700 ms), 3 s of silence, question 2 (2 phrases)."""
+    """Question 1 (4 phrases, pauses of 300-700 ms), 3 s of silence, question 2 (2 phrases):
+    the file, and where each question's words are in it (seconds)."""
     gap = media_dir / "question-gap.wav"
     run_tool("sox", "-n", "-r", "22050", "-c", "1", "-b", "16", gap, "trim", "0", f"{QUESTION_GAP_MS / 1000}")
-    parts = (
-        spoken(media_dir, FIRST, FIRST_PAUSES_MS, "first")
-        + [gap]
-        + spoken(media_dir, SECOND, SECOND_PAUSES_MS, "second")
-    )
+    first = spoken(media_dir, FIRST, FIRST_PAUSES_MS, "first")
+    second = spoken(media_dir, SECOND, SECOND_PAUSES_MS, "second")
     path = media_dir / "two_questions_48k.wav"
-    run_tool("sox", *parts, "-r", str(RATE), "-c", "1", "-b", "16", path, "pad", "0.5", "2.5")
-    return path
+    run_tool("sox", *first, gap, *second, "-r", str(RATE), "-c", "1", "-b", "16", path, "pad", "0.5", "2.5")
+    first_end = 0.5 + sum(map(seconds, first))
+    second_start = first_end + QUESTION_GAP_MS / 1000
+    spans = [(0.5, first_end), (second_start, second_start + sum(map(seconds, second)))]
+    return SimpleNamespace(path=path, spans=spans)
 
 
 def samples_of(path) -> np.ndarray:
@@ -82,7 +89,8 @@ def transcribe(wav: bytes) -> str:
 
 def listen(samples: np.ndarray, busy_for_s: float = 0.0) -> list:
     """Feed the stream in 0.5 s chunks; each turn heard is answered for `busy_for_s` seconds of
-    stream time (the reply runs). Returns the turns: [(wav bytes, replaces the one before)]."""
+    stream time (the reply runs). Returns the turns (`Heard`), each with `.span`: the seconds of
+    the stream its recording holds (for a merged one, that of its last part)."""
     listener, turns, busy_until, fed = Listener(), [], -1.0, 0.0
     step = RATE // 2
     for start in range(0, samples.size, step):
@@ -90,24 +98,31 @@ def listen(samples: np.ndarray, busy_for_s: float = 0.0) -> list:
         fed += chunk.size / RATE
         heard = hear(listener, (RATE, chunk), quiet=False, busy=fed < busy_until)
         if heard is not None:
-            turns.append(heard)
+            _, speech_start, speech_end = listener.utterance
+            span = (max(0.0, speech_start - listener.preroll_s), speech_end + listener.tail_s)
+            turns.append(SimpleNamespace(wav=heard.wav, replaces=heard.replaces, span=span))
             busy_until = fed + busy_for_s
     return turns
 
 
 def test_two_questions_with_pauses_are_two_turns_with_every_word(two_questions):
-    turns = listen(samples_of(two_questions))
+    turns = listen(samples_of(two_questions.path))
     assert len(turns) == 2, [transcribe(t.wav) for t in turns]
     assert not any(t.replaces for t in turns)
+    # every word is in its turn: each recording spans all of its question's sound
+    for turn, (start, end) in zip(turns, two_questions.spans, strict=True):
+        assert turn.span[0] <= start + 0.05 and turn.span[1] >= end - 0.05, (turn.span, (start, end))
     heard = [words(transcribe(t.wav)) for t in turns]
     said = [words(" ".join(FIRST)), words(" ".join(SECOND))]
     kept = [sum(w in h for w in s) / len(s) for h, s in zip(heard, said, strict=True)]
-    print(f"turns: {len(turns)}; words kept: {kept}; heard: {heard}")
-    assert all(k >= 0.9 for k in kept), (kept, heard)  # Whisper tiny.en on espeak-ng: one word may be misheard
-    assert "ask" in heard[0] and "not" in heard[0]  # "ask not", lost in the issue, is in the first turn
+    print(f"turns: {len(turns)}; words recognized: {kept}; heard: {heard}")
+    # Whisper tiny.en on espeak-ng may mishear a word ("weather" as "winner"): that is recognition
+    assert all(k >= 0.85 for k in kept), (kept, heard)
+    assert heard[0][:2] == ["and", "so"] and "ask" in heard[0] and "not" in heard[0]  # "ask not" was lost
+    assert "boston" in heard[1]
 
 
-def test_a_fragment_while_its_predecessor_is_answered_is_merged(media_dir, two_questions):
+def test_a_fragment_while_its_predecessor_is_answered_is_merged(media_dir):
     """A long pause inside one thought (1.8 s, longer than any end-of-turn wait) while the first
     part is still being answered: the second part replaces the turn with both parts, so one
     question gets one reply and nothing said is lost."""
@@ -127,7 +142,7 @@ def test_a_fragment_while_its_predecessor_is_answered_is_merged(media_dir, two_q
 def test_nothing_said_during_a_reply_is_dropped(two_questions):
     """The second question comes while the first is still answered (a reply of 60 s), after a real
     pause: it is heard, as a turn of its own."""
-    turns = listen(samples_of(two_questions), busy_for_s=60.0)
+    turns = listen(samples_of(two_questions.path), busy_for_s=60.0)
     assert len(turns) == 2 and not turns[1].replaces
     assert "boston" in words(transcribe(turns[1].wav))
 
