@@ -24,25 +24,64 @@ VARIANTS = ("", "+f1", "+f2", "+f3", "+f4", "+m1", "+m2", "+m3", "+m4", "+m7", "
 LOW_NOTES = ("C3", "D3", "E3", "F3", "G3", "A3", "B3")
 HIGH_NOTES = ("C5", "D5", "E5", "F5", "G5", "A5", "B5", "C6")
 SCALE = ("C4", "D4", "E4", "F4", "G4", "A4", "B4", "C5", "D5", "E5")
-TRIADS = (("C4", "E4", "G4"), ("F4", "A4", "C5"), ("G3", "B3", "D4"), ("A3", "C4", "E4"), ("D4", "F4", "A4"),
-          ("E4", "G4", "B4"), ("C4", "E4", "G4", "C5"), ("A3", "C#4", "E4"), ("D4", "F#4", "A4"))
+TRIADS = (
+    ("C4", "E4", "G4"),
+    ("F4", "A4", "C5"),
+    ("G3", "B3", "D4"),
+    ("A3", "C4", "E4"),
+    ("D4", "F4", "A4"),
+    ("E4", "G4", "B4"),
+    ("C4", "E4", "G4", "C5"),
+    ("A3", "C#4", "E4"),
+    ("D4", "F#4", "A4"),
+)
 TIMBRES = ("sine", "organ", "pluck", "square")
 # The share of clips of each kind; "spoken" clips carry chit-chat lines, "speech" clips sentences.
 MIX = {"spoken": 0.35, "speech": 0.2, "music": 0.15, "tone": 0.12, "noise": 0.1, "silence": 0.08}
 MAX_SPOKEN_WORDS = 12
 
-KIND_ANSWERS = {"speech": "It is speech.", "music": "It is music.", "tone": "It is a tone.",
-                "noise": "It is noise.", "silence": "It is silence."}
+KIND_ANSWERS = {
+    "speech": "It is speech.",
+    "music": "It is music.",
+    "tone": "It is a tone.",
+    "noise": "It is noise.",
+    "silence": "It is silence.",
+}
 QUESTIONS = {
-    "sound": ("Is that speech or music?", "What kind of sound is this?", "What is this sound?",
-              "Is this speech, music or noise?", "What do you hear?"),
+    "sound": (
+        "Is that speech or music?",
+        "What kind of sound is this?",
+        "What is this sound?",
+        "Is this speech, music or noise?",
+        "What do you hear?",
+    ),
     "loudness": ("Is it loud?", "Is this loud or quiet?", "How loud is this?", "Is the sound loud or quiet?"),
     "transcript": ("What did I say?", "What did you hear me say?", "Transcribe this.", "What are the words?"),
     "pitch": ("Is it a high or a low tone?", "Is the pitch high or low?", "Is this note high or low?"),
 }
 
-NOUNS = ("cat", "dog", "ball", "book", "car", "house", "tree", "bird", "phone", "cup", "key", "chair", "door",
-         "box", "apple", "lamp", "window", "bag", "hat", "train")
+NOUNS = (
+    "cat",
+    "dog",
+    "ball",
+    "book",
+    "car",
+    "house",
+    "tree",
+    "bird",
+    "phone",
+    "cup",
+    "key",
+    "chair",
+    "door",
+    "box",
+    "apple",
+    "lamp",
+    "window",
+    "bag",
+    "hat",
+    "train",
+)
 ADJECTIVES = ("big", "small", "red", "blue", "green", "new", "old", "warm", "cold", "heavy", "clean", "open")
 VERBS = ("open", "close", "find", "bring", "take", "clean", "move", "paint", "show me", "look at")
 NUMBER_WORDS = ("two", "three", "four", "five", "six")
@@ -89,11 +128,18 @@ def sentence(rng: random.Random) -> str:
 
 def _speech(rng: random.Random, text: str, level: str) -> Clip:
     noisy, wet = rng.random() < 0.35, rng.random() < 0.3
-    return Clip(kind="speech", level=level, text=text, voice=rng.choice(VOICES) + rng.choice(VARIANTS),
-                speed=rng.randrange(130, 201, 10), pitch=rng.randrange(25, 76, 5),
-                snr_db=float(rng.choice((5, 10, 15, 20))) if noisy else None,
-                reverb=rng.randrange(20, 71, 10) if wet else 0,
-                gain_db=round(rng.uniform(*LEVELS[level]), 1), seed=rng.randrange(2**31))
+    return Clip(
+        kind="speech",
+        level=level,
+        text=text,
+        voice=rng.choice(VOICES) + rng.choice(VARIANTS),
+        speed=rng.randrange(130, 201, 10),
+        pitch=rng.randrange(25, 76, 5),
+        snr_db=float(rng.choice((5, 10, 15, 20))) if noisy else None,
+        reverb=rng.randrange(20, 71, 10) if wet else 0,
+        gain_db=round(rng.uniform(*LEVELS[level]), 1),
+        seed=rng.randrange(2**31),
+    )
 
 
 def random_clip(rng: random.Random, kind: str, text: str = "") -> Clip:
@@ -105,22 +151,49 @@ def random_clip(rng: random.Random, kind: str, text: str = "") -> Clip:
         return _speech(rng, text, level)
     if kind == "tone":
         notes = (rng.choice(rng.choice((LOW_NOTES, HIGH_NOTES))),)
-        return Clip(kind="tone", level=level, seconds=round(rng.uniform(0.6, 2.0), 2), notes=notes,
-                    timbre=rng.choice(("sine", "sine", "organ")), gain_db=gain, seed=seed)
+        return Clip(
+            kind="tone",
+            level=level,
+            seconds=round(rng.uniform(0.6, 2.0), 2),
+            notes=notes,
+            timbre=rng.choice(("sine", "sine", "organ")),
+            gain_db=gain,
+            seed=seed,
+        )
     if kind == "music":
         if rng.random() < 0.5:
             notes, arrangement, seconds = rng.choice(TRIADS), "chord", rng.uniform(1.0, 2.5)
         else:
             notes, arrangement = tuple(rng.choice(SCALE) for _ in range(rng.randint(4, 8))), "melody"
             seconds = len(notes) * rng.uniform(0.2, 0.35)
-        return Clip(kind="music", level=level, seconds=round(seconds, 2), notes=notes, arrangement=arrangement,
-                    timbre=rng.choice(TIMBRES), reverb=rng.choice((0, 0, 30, 50)), gain_db=gain, seed=seed)
+        return Clip(
+            kind="music",
+            level=level,
+            seconds=round(seconds, 2),
+            notes=notes,
+            arrangement=arrangement,
+            timbre=rng.choice(TIMBRES),
+            reverb=rng.choice((0, 0, 30, 50)),
+            gain_db=gain,
+            seed=seed,
+        )
     if kind == "noise":
-        return Clip(kind="noise", level=level, seconds=round(rng.uniform(0.8, 2.5), 2),
-                    arrangement=rng.choice(("white", "pink", "brown")), gain_db=gain, seed=seed)
+        return Clip(
+            kind="noise",
+            level=level,
+            seconds=round(rng.uniform(0.8, 2.5), 2),
+            arrangement=rng.choice(("white", "pink", "brown")),
+            gain_db=gain,
+            seed=seed,
+        )
     if kind == "silence":
-        return Clip(kind="silence", level="silent", seconds=round(rng.uniform(0.5, 2.5), 2),
-                    arrangement=rng.choice(("digital", "room")), seed=seed)
+        return Clip(
+            kind="silence",
+            level="silent",
+            seconds=round(rng.uniform(0.5, 2.5), 2),
+            arrangement=rng.choice(("digital", "room")),
+            seed=seed,
+        )
     raise ValueError(f"Unknown clip kind {kind!r}")
 
 
@@ -136,8 +209,11 @@ def _answer(qtype: str, clip: Clip) -> str:
 
 def clip_conversation(clip: Clip, rng: random.Random) -> SoundPlan:
     """A question about one clip (sometimes two, for speech: the kind, then the words)."""
-    qtypes = ["sound", "loudness"] + (["transcript", "transcript"] if clip.kind == "speech" else []) \
+    qtypes = (
+        ["sound", "loudness"]
+        + (["transcript", "transcript"] if clip.kind == "speech" else [])
         + (["pitch", "pitch"] if clip.kind == "tone" else [])
+    )
     qtype = rng.choice(qtypes)
     turns = [UserTurn(rng.choice(QUESTIONS[qtype]), (clip,)), _answer(qtype, clip)]
     if qtype == "sound" and clip.kind == "speech" and rng.random() < 0.3:
@@ -161,8 +237,9 @@ def speakable(dialogue: Dialogue) -> bool:
     return all(len(user.split()) <= MAX_SPOKEN_WORDS for user, _ in dialogue.pairs) and len(dialogue.pairs) <= 3
 
 
-def sound_plans(stream: str, count: int, dialogues: list[Dialogue],
-                avoid_texts: frozenset = frozenset()) -> list[SoundPlan]:
+def sound_plans(
+    stream: str, count: int, dialogues: list[Dialogue], avoid_texts: frozenset = frozenset()
+) -> list[SoundPlan]:
     """About `count` clips' worth of conversations, all choices drawn from the string `stream`.
 
     `dialogues` feed the spoken dialogues (they should come from the same split); sentences

@@ -83,8 +83,9 @@ def _scene_spec(job: tuple[int, str, int, bool]) -> Scene:
     return random_scene(random.Random(f"{seed}/scene/{split}/{index}"), variety=variety)
 
 
-def scene_specs(seed: int, split: str, count: int, avoid: frozenset = frozenset(), variety: bool = False,
-                workers: int = 1) -> list[Scene]:
+def scene_specs(
+    seed: int, split: str, count: int, avoid: frozenset = frozenset(), variety: bool = False, workers: int = 1
+) -> list[Scene]:
     """`count` scenes of one split; none equal to a scene in `avoid`. Varied scenes (drawing one
     renders it to check what stays visible) are drawn in `workers` processes."""
     jobs = [(seed, split, index, variety) for index in range(count)]
@@ -139,8 +140,15 @@ def scene_records(cfg: BuildConfig, split: str, specs: list[Scene]) -> list[dict
         image = str(folder / names[i])
         rng = random.Random(f"{cfg.seed}/scene-qa/{split}/{i}")
         for j, qa in enumerate(scene_questions(scene, rng, cfg.questions_per_scene)):
-            records.append(record(f"scene-{split}-{i:05d}-{j}", _qa_turns(qa.turns, [image]), qa.qtype, "scene",
-                                  {"scene": scene.to_dict()}))
+            records.append(
+                record(
+                    f"scene-{split}-{i:05d}-{j}",
+                    _qa_turns(qa.turns, [image]),
+                    qa.qtype,
+                    "scene",
+                    {"scene": scene.to_dict()},
+                )
+            )
     return records
 
 
@@ -161,8 +169,15 @@ def photo_records(cfg: BuildConfig, split: str) -> list[dict]:
             photos.photo_variant(photo, rng, augment=v > 0).save(cfg.out / image, quality=90)
             seen = observe_image(preprocess.read_image(cfg.out / image))  # what the model will be told
             for j, (qtype, pairs) in enumerate(photos.photo_conversations(photo, rng, seen)):
-                records.append(record(f"photo-{photo.name}-{v}-{j}", _qa_turns(pairs, [str(image)]), qtype, "photo",
-                                      {"photo": photo.name, "package": photo.package}))
+                records.append(
+                    record(
+                        f"photo-{photo.name}-{v}-{j}",
+                        _qa_turns(pairs, [str(image)]),
+                        qtype,
+                        "photo",
+                        {"photo": photo.name, "package": photo.package},
+                    )
+                )
     return records
 
 
@@ -203,8 +218,7 @@ def sound_records(cfg: BuildConfig, split: str, plans: list[audio_qa.SoundPlan])
 def _prepare(out: Path) -> None:
     """Make `out` ready: new or empty, or a previous dataset whose files are replaced."""
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise DataError(f"{out} is not empty and holds no dataset (no manifest.json); "
-                        "choose an empty or new folder.")
+        raise DataError(f"{out} is not empty and holds no dataset (no manifest.json); choose an empty or new folder.")
     for name in OWNED:
         path = out / name
         if path.is_dir():
@@ -236,13 +250,15 @@ def build_dataset(cfg: BuildConfig) -> dict:
 
     dialogues = {"train": [], "heldout": []}
     if cfg.chitchat or cfg.sounds:
-        dialogues["train"], dialogues["heldout"] = chitchat.split_dialogues(chitchat.load_dialogues(),
-                                                                            cfg.heldout_fraction)
+        dialogues["train"], dialogues["heldout"] = chitchat.split_dialogues(
+            chitchat.load_dialogues(), cfg.heldout_fraction
+        )
     if cfg.sounds:
         train_plans = audio_qa.sound_plans(f"{cfg.seed}/sound/train", cfg.sounds, dialogues["train"])
         said = frozenset(c.text for p in train_plans for c in p.clips if c.text)
-        heldout_plans = audio_qa.sound_plans(f"{cfg.seed}/sound/heldout", n_heldout(cfg.sounds),
-                                             dialogues["heldout"], avoid_texts=said)
+        heldout_plans = audio_qa.sound_plans(
+            f"{cfg.seed}/sound/heldout", n_heldout(cfg.sounds), dialogues["heldout"], avoid_texts=said
+        )
         splits["train"] += sound_records(cfg, "train", train_plans)
         splits["heldout"] += sound_records(cfg, "heldout", heldout_plans)
     if cfg.chitchat:
@@ -252,8 +268,7 @@ def build_dataset(cfg: BuildConfig) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "cache_dir", "workers")}
     if not cfg.variety:
         del settings["variety"]  # the manifests of plain builds stay what they were
-    manifest = {"settings": settings,
-                "missing_photos": photos.missing_photos() if cfg.photos else [], "counts": {}}
+    manifest = {"settings": settings, "missing_photos": photos.missing_photos() if cfg.photos else [], "counts": {}}
     for split, records in splits.items():
         random.Random(f"{cfg.seed}/order/{split}").shuffle(records)  # sources mixed: any prefix is a sample
         write_jsonl(cfg.out / f"{split}.jsonl", records)

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.data.photos import package_dir
 from engine.types import InputError
+from lab.data.photos import package_dir
 
 PACKAGE = "chatterbot_corpus"  # pip install chatterbot-corpus
 
@@ -41,8 +41,10 @@ def corpus_dir(language: str = "english") -> Path:
     root = package_dir(PACKAGE)
     folder = root / "data" / language if root else None
     if folder is None or not folder.is_dir():
-        raise CorpusMissing(f"The chit-chat corpus is not installed ({PACKAGE} data for {language!r} not found). "
-                            "Install it with: pip install chatterbot-corpus==1.3.3")
+        raise CorpusMissing(
+            f"The chit-chat corpus is not installed ({PACKAGE} data for {language!r} not found). "
+            "Install it with: pip install chatterbot-corpus==1.3.3"
+        )
     return folder
 
 

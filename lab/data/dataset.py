@@ -24,8 +24,12 @@ from pathlib import Path
 from engine.types import Conversation, InputError, Turn
 
 SPLITS = ("train", "heldout")
-MAGIC = {".png": (b"\x89PNG\r\n\x1a\n", "PNG"), ".jpg": (b"\xff\xd8\xff", "JPEG"),
-         ".jpeg": (b"\xff\xd8\xff", "JPEG"), ".wav": (b"RIFF", "WAV")}
+MAGIC = {
+    ".png": (b"\x89PNG\r\n\x1a\n", "PNG"),
+    ".jpg": (b"\xff\xd8\xff", "JPEG"),
+    ".jpeg": (b"\xff\xd8\xff", "JPEG"),
+    ".wav": (b"RIFF", "WAV"),
+}
 BUILD_HINT = "Rebuild it with `python -m lab.data --out DIR`."
 
 
@@ -47,11 +51,25 @@ class Example:
 
 def record(id: str, turns: list[dict], qtype: str, source: str, meta: dict | None = None, system: str = "") -> dict:
     """A jsonl record; `turns` are {"role", "text", "images", "audio"} dicts with relative paths."""
-    full = [{"role": t["role"], "text": t.get("text", ""), "images": list(t.get("images", ())),
-             "audio": list(t.get("audio", ()))} for t in turns]
+    full = [
+        {
+            "role": t["role"],
+            "text": t.get("text", ""),
+            "images": list(t.get("images", ())),
+            "audio": list(t.get("audio", ())),
+        }
+        for t in turns
+    ]
     answer = next((t["text"] for t in reversed(full) if t["role"] == "assistant"), "")
-    return {"id": id, "system": system, "turns": full, "qtype": qtype, "answer": answer, "source": source,
-            "meta": meta or {}}
+    return {
+        "id": id,
+        "system": system,
+        "turns": full,
+        "qtype": qtype,
+        "answer": answer,
+        "source": source,
+        "meta": meta or {},
+    }
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -112,9 +130,14 @@ def parse_line(root: Path, line: str, where: str, checked: set, check: bool = Tr
         turns.append(Turn(role=turn["role"], text=str(turn.get("text", "")), images=images, audio=audio, created=0.0))
     if turns[-1].role != "assistant":
         raise DataError(f"{name}: the last turn must be the assistant's answer.")
-    return Example(id=str(data.get("id", "")), conversation=Conversation(str(data.get("system", "")), turns),
-                   qtype=str(data.get("qtype", "")), answer=str(data.get("answer", turns[-1].text)),
-                   source=str(data.get("source", "")), meta=data.get("meta") or {})
+    return Example(
+        id=str(data.get("id", "")),
+        conversation=Conversation(str(data.get("system", "")), turns),
+        qtype=str(data.get("qtype", "")),
+        answer=str(data.get("answer", turns[-1].text)),
+        source=str(data.get("source", "")),
+        meta=data.get("meta") or {},
+    )
 
 
 def load_dataset(directory: str | Path, split: str, check: bool = True) -> list[Example]:
@@ -127,19 +150,24 @@ def load_dataset(directory: str | Path, split: str, check: bool = True) -> list[
         raise DataError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
     root = Path(directory).resolve()
     if not root.is_dir():
-        raise DataError(f"Dataset folder {directory} does not exist. Build one with "
-                        f"`python -m lab.data --out {directory}`.")
+        raise DataError(
+            f"Dataset folder {directory} does not exist. Build one with `python -m lab.data --out {directory}`."
+        )
     path = root / f"{split}.jsonl"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path} is missing: a dataset folder needs train.jsonl and heldout.jsonl. "
-                        f"{BUILD_HINT}") from None
+        raise DataError(
+            f"{path} is missing: a dataset folder needs train.jsonl and heldout.jsonl. {BUILD_HINT}"
+        ) from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is corrupt (not UTF-8 text: {error.reason}). {BUILD_HINT}") from None
     checked: set = set()
-    examples = [parse_line(root, line, f"{path}, line {number}", checked, check)
-                for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    examples = [
+        parse_line(root, line, f"{path}, line {number}", checked, check)
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip()
+    ]
     if not examples:
         raise DataError(f"{path} holds no examples. {BUILD_HINT}")
     return examples

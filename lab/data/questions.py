@@ -22,8 +22,17 @@ from lab.data.scenes import COLUMNS, ROWS, SHAPE_COLORS, SHAPES, Scene, Shape
 
 QTYPES = ("color", "shape", "count", "position", "size", "exists", "word", "describe", "followup")
 # How often each type is drawn for a scene (word questions mostly go to scenes that have a word).
-WEIGHTS = {"color": 3, "shape": 3, "count": 3, "position": 2, "size": 1, "exists": 1, "word": 3,
-           "describe": 3, "followup": 2}
+WEIGHTS = {
+    "color": 3,
+    "shape": 3,
+    "count": 3,
+    "position": 2,
+    "size": 1,
+    "exists": 1,
+    "word": 3,
+    "describe": 3,
+    "followup": 2,
+}
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
@@ -118,8 +127,9 @@ def references(scene: Scene, shape: Shape, avoid: str | tuple[str, ...] = ()) ->
 
 
 def _color(scene, rng, shape, ref):
-    question = rng.choice(("What color is {}?", "What colour is {}?", "Which color is {}?",
-                           "Tell me the color of {}.")).format(ref)
+    question = rng.choice(
+        ("What color is {}?", "What colour is {}?", "Which color is {}?", "Tell me the color of {}.")
+    ).format(ref)
     return question, f"It is {shape.color}."
 
 
@@ -139,11 +149,17 @@ def _size(scene, rng, shape, ref):
     return question, f"It is {SIZE_WORDS[shape.size]}."
 
 
-ABOUT_ONE = {"color": (_color, "color"), "shape": (_shape, "shape"), "position": (_position, "position"),
-             "size": (_size, "")}
-FOLLOWUPS = {"color": ("And what color is it?", "What color is it?", "And its colour?"),
-             "shape": ("And what shape is it?", "What shape is it?"),
-             "position": ("And where is it?", "Where is it?")}
+ABOUT_ONE = {
+    "color": (_color, "color"),
+    "shape": (_shape, "shape"),
+    "position": (_position, "position"),
+    "size": (_size, ""),
+}
+FOLLOWUPS = {
+    "color": ("And what color is it?", "What color is it?", "And its colour?"),
+    "shape": ("And what shape is it?", "What shape is it?"),
+    "position": ("And where is it?", "Where is it?"),
+}
 
 
 def cell(shape: Shape) -> int:
@@ -171,21 +187,36 @@ def _about_one(scene: Scene, rng: random.Random, qtype: str) -> QA:
 def _count(scene: Scene, rng: random.Random) -> QA:
     mode = rng.choice(("all", "all", "kind", "color"))
     if mode == "all":
-        question = rng.choice(("How many shapes are there?", "How many shapes do you see?", "Count the shapes.",
-                               "How many objects are in the picture?"))
-        return QA("count", ((question, how_many(len(scene.shapes), "shape", "shapes")),),
-                  (tuple(cell(s) for s in scene.shapes),))
+        question = rng.choice(
+            (
+                "How many shapes are there?",
+                "How many shapes do you see?",
+                "Count the shapes.",
+                "How many objects are in the picture?",
+            )
+        )
+        return QA(
+            "count",
+            ((question, how_many(len(scene.shapes), "shape", "shapes")),),
+            (tuple(cell(s) for s in scene.shapes),),
+        )
     if mode == "kind":
         kind = rng.choice([s.kind for s in scene.shapes] + list(SHAPES))  # present ones more often
         n = sum(s.kind == kind for s in scene.shapes)
         question = rng.choice(("How many {} are there?", "How many {} do you see?", "Count the {}."))
-        return QA("count", ((question.format(plural(kind)), how_many(n, kind, plural(kind))),),
-                  (tuple(cell(s) for s in scene.shapes if s.kind == kind),))
+        return QA(
+            "count",
+            ((question.format(plural(kind)), how_many(n, kind, plural(kind))),),
+            (tuple(cell(s) for s in scene.shapes if s.kind == kind),),
+        )
     color = rng.choice([s.color for s in scene.shapes])
     n = sum(s.color == color for s in scene.shapes)
     question = rng.choice(("How many {} shapes are there?", "How many {} shapes do you see?"))
-    return QA("count", ((question.format(color), how_many(n, f"{color} shape", f"{color} shapes")),),
-              (tuple(cell(s) for s in scene.shapes if s.color == color),))
+    return QA(
+        "count",
+        ((question.format(color), how_many(n, f"{color} shape", f"{color} shapes")),),
+        (tuple(cell(s) for s in scene.shapes if s.color == color),),
+    )
 
 
 def _exists(scene: Scene, rng: random.Random) -> QA:
@@ -202,14 +233,28 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
 
 
 def _word(scene: Scene, rng: random.Random) -> QA:
-    question = rng.choice(("What does the text say?", "What word is written?", "What is written in the picture?",
-                           "Read the word in the image.", "What does it say?"))
+    question = rng.choice(
+        (
+            "What does the text say?",
+            "What word is written?",
+            "What is written in the picture?",
+            "Read the word in the image.",
+            "What does it say?",
+        )
+    )
     return QA("word", ((question, f"It says {scene.word.text}." if scene.word else "There is no text."),))
 
 
 def _describe(scene: Scene, rng: random.Random) -> QA:
-    question = rng.choice(("What do you see?", "Describe the picture.", "What is in this image?",
-                           "Describe this image.", "What's in the picture?"))
+    question = rng.choice(
+        (
+            "What do you see?",
+            "Describe the picture.",
+            "What is in this image?",
+            "Describe this image.",
+            "What's in the picture?",
+        )
+    )
     return QA("describe", ((question, describe(scene)),))
 
 
@@ -234,8 +279,9 @@ def make_question(scene: Scene, rng: random.Random, qtype: str) -> QA:
     """One conversation of the given type about `scene`."""
     if qtype in ABOUT_ONE:
         return _about_one(scene, rng, qtype)
-    return {"count": _count, "exists": _exists, "word": _word, "describe": _describe,
-            "followup": _followup}[qtype](scene, rng)
+    return {"count": _count, "exists": _exists, "word": _word, "describe": _describe, "followup": _followup}[qtype](
+        scene, rng
+    )
 
 
 def scene_questions(scene: Scene, rng: random.Random, count: int = 2) -> list[QA]:

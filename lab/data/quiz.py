@@ -19,10 +19,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from engine.types import Conversation, Turn
 from lab.data.dataset import Example
 from lab.data.questions import scene_questions
 from lab.data.scenes import Scene
-from engine.types import Conversation, Turn
 
 
 def is_quizzable(example: Example) -> bool:

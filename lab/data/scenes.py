@@ -38,17 +38,79 @@ ROWS = ("top", "middle", "bottom")
 COLUMNS = ("left", "center", "right")
 # Short words, none of them a colour or a shape name, that stay readable at 64x64.
 WORDS = (
-    "CAT", "DOG", "SUN", "HAT", "BOX", "CAR", "BUS", "CUP", "MAP", "PEN", "KEY", "BED", "EGG", "FOX",
-    "OWL", "PIG", "COW", "BEE", "YES", "NO", "HI", "OK", "GO", "STOP", "TREE", "FISH", "BIRD", "BOOK",
-    "CAKE", "MOON", "RAIN", "SNOW", "HOME", "SHOP", "OPEN", "EXIT", "PARK", "MILK", "BALL", "DUCK",
-    "FROG", "LION", "BEAR", "WOLF", "BOAT", "DOOR", "LAMP", "SHOE", "SOCK", "KING", "HELLO", "WATER",
-    "HAPPY", "MUSIC", "APPLE", "HOUSE", "TRAIN", "PIZZA", "ROBOT", "TIGER",
+    "CAT",
+    "DOG",
+    "SUN",
+    "HAT",
+    "BOX",
+    "CAR",
+    "BUS",
+    "CUP",
+    "MAP",
+    "PEN",
+    "KEY",
+    "BED",
+    "EGG",
+    "FOX",
+    "OWL",
+    "PIG",
+    "COW",
+    "BEE",
+    "YES",
+    "NO",
+    "HI",
+    "OK",
+    "GO",
+    "STOP",
+    "TREE",
+    "FISH",
+    "BIRD",
+    "BOOK",
+    "CAKE",
+    "MOON",
+    "RAIN",
+    "SNOW",
+    "HOME",
+    "SHOP",
+    "OPEN",
+    "EXIT",
+    "PARK",
+    "MILK",
+    "BALL",
+    "DUCK",
+    "FROG",
+    "LION",
+    "BEAR",
+    "WOLF",
+    "BOAT",
+    "DOOR",
+    "LAMP",
+    "SHOE",
+    "SOCK",
+    "KING",
+    "HELLO",
+    "WATER",
+    "HAPPY",
+    "MUSIC",
+    "APPLE",
+    "HOUSE",
+    "TRAIN",
+    "PIZZA",
+    "ROBOT",
+    "TIGER",
 )
 # Plain background tints: (name, RGB). Shape colours too close to the background are not used.
 BACKGROUNDS = (
-    ("light gray", (205, 205, 205)), ("beige", (228, 216, 190)), ("sky", (180, 206, 232)),
-    ("mint", (192, 226, 202)), ("lavender", (214, 200, 232)), ("cream", (245, 240, 220)),
-    ("slate", (70, 80, 92)), ("charcoal", (45, 45, 48)), ("navy", (28, 36, 78)), ("olive", (92, 96, 56)),
+    ("light gray", (205, 205, 205)),
+    ("beige", (228, 216, 190)),
+    ("sky", (180, 206, 232)),
+    ("mint", (192, 226, 202)),
+    ("lavender", (214, 200, 232)),
+    ("cream", (245, 240, 220)),
+    ("slate", (70, 80, 92)),
+    ("charcoal", (45, 45, 48)),
+    ("navy", (28, 36, 78)),
+    ("olive", (92, 96, 56)),
 )
 BACKGROUND_KINDS = ("plain", "gradient", "textured")
 TEXTURES = ("stripes", "checks", "noise", "dots")
@@ -119,12 +181,16 @@ class Scene:
 
     @classmethod
     def from_dict(cls, data: dict) -> Scene:
-        return cls(background=data["background"], colors=tuple(tuple(c) for c in data["colors"]),
-                   shapes=tuple(Shape(**{**s, "rgb": tuple(s["rgb"]) if s.get("rgb") else None})
-                                for s in data["shapes"]),
-                   word=Word(**data["word"]) if data.get("word") else None,
-                   texture=data.get("texture", ""), direction=data.get("direction", ""),
-                   noise_seed=data.get("noise_seed", 0), look=_look(data.get("look")))
+        return cls(
+            background=data["background"],
+            colors=tuple(tuple(c) for c in data["colors"]),
+            shapes=tuple(Shape(**{**s, "rgb": tuple(s["rgb"]) if s.get("rgb") else None}) for s in data["shapes"]),
+            word=Word(**data["word"]) if data.get("word") else None,
+            texture=data.get("texture", ""),
+            direction=data.get("direction", ""),
+            noise_seed=data.get("noise_seed", 0),
+            look=_look(data.get("look")),
+        )
 
 
 _SHAPE_CORE = ("kind", "color", "size", "row", "col", "dx", "dy")
@@ -146,9 +212,14 @@ def _is_light(rgb) -> bool:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 128
 
 
-def random_scene(rng: random.Random, min_shapes: int = 1, max_shapes: int = 5,
-                 word_probability: float = 0.3, backgrounds: tuple[str, ...] | None = None,
-                 variety: bool = False) -> Scene:
+def random_scene(
+    rng: random.Random,
+    min_shapes: int = 1,
+    max_shapes: int = 5,
+    word_probability: float = 0.3,
+    backgrounds: tuple[str, ...] | None = None,
+    variety: bool = False,
+) -> Scene:
     """A random scene spec; everything drawn from `rng`, so a seeded rng gives the same scene.
 
     `backgrounds`: the kinds to draw from (default BACKGROUND_KINDS, or with `variety`
@@ -168,27 +239,46 @@ def random_scene(rng: random.Random, min_shapes: int = 1, max_shapes: int = 5,
     else:
         colors = (_jitter(rng, rng.choice(tints)),)
     spread = TEXTURE_AMPLITUDE if kind == "textured" else 0
-    usable = [name for name in SHAPE_COLORS
-              if all(math.dist(COLOR_NAMES[name], bg) >= MIN_CONTRAST + spread for bg in colors)]
+    usable = [
+        name for name in SHAPE_COLORS if all(math.dist(COLOR_NAMES[name], bg) >= MIN_CONTRAST + spread for bg in colors)
+    ]
 
     word = None
     cells = [(r, c) for r in range(3) for c in range(3)]
     if rng.random() < word_probability:
         row = rng.randrange(3)
-        word = Word(text=rng.choice(WORDS), row=row, dx=round(rng.uniform(-0.08, 0.08), 3),
-                    color="black" if _is_light(colors[0]) else "white")
+        word = Word(
+            text=rng.choice(WORDS),
+            row=row,
+            dx=round(rng.uniform(-0.08, 0.08), 3),
+            color="black" if _is_light(colors[0]) else "white",
+        )
         cells = [(r, c) for r, c in cells if r != row]
     n = rng.randint(min_shapes, min(max_shapes, len(cells)))
     shapes = []
     for row, col in sorted(rng.sample(cells, n), key=lambda rc: (rc[1], rc[0])):
         size = rng.choice(tuple(SIZES))
         room = max(0.0, 0.5 - SIZES[size] - 0.06)  # keep the shape inside its cell
-        shapes.append(Shape(kind=rng.choice(SHAPES), color=rng.choice(usable), size=size, row=row, col=col,
-                            dx=round(rng.uniform(-room, room), 3), dy=round(rng.uniform(-room, room), 3)))
-    return Scene(background=kind, colors=colors, shapes=tuple(shapes), word=word,
-                 texture=rng.choice(TEXTURES) if kind == "textured" else "",
-                 direction=rng.choice(("horizontal", "vertical", "diagonal")) if kind == "gradient" else "",
-                 noise_seed=rng.randrange(2**31) if kind == "textured" else 0)
+        shapes.append(
+            Shape(
+                kind=rng.choice(SHAPES),
+                color=rng.choice(usable),
+                size=size,
+                row=row,
+                col=col,
+                dx=round(rng.uniform(-room, room), 3),
+                dy=round(rng.uniform(-room, room), 3),
+            )
+        )
+    return Scene(
+        background=kind,
+        colors=colors,
+        shapes=tuple(shapes),
+        word=word,
+        texture=rng.choice(TEXTURES) if kind == "textured" else "",
+        direction=rng.choice(("horizontal", "vertical", "diagonal")) if kind == "gradient" else "",
+        noise_seed=rng.randrange(2**31) if kind == "textured" else 0,
+    )
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -222,9 +312,15 @@ def _background(scene: Scene, side: int) -> np.ndarray:
 
 def shape_polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     """Outline of a shape of 'radius' r centred on (cx, cy) (the circle is drawn as an ellipse)."""
+
     def ring(count, radius, start):
-        return [(cx + radius * math.cos(start + 2 * math.pi * i / count),
-                 cy + radius * math.sin(start + 2 * math.pi * i / count)) for i in range(count)]
+        return [
+            (
+                cx + radius * math.cos(start + 2 * math.pi * i / count),
+                cy + radius * math.sin(start + 2 * math.pi * i / count),
+            )
+            for i in range(count)
+        ]
 
     if kind == "square":
         h = r * 0.86
@@ -238,9 +334,20 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float
         return [p for pair in zip(outer, inner) for p in pair]
     if kind == "cross":
         a, b = r * 0.95, r * 0.34  # arm length, half arm width
-        return [(cx - b, cy - a), (cx + b, cy - a), (cx + b, cy - b), (cx + a, cy - b), (cx + a, cy + b),
-                (cx + b, cy + b), (cx + b, cy + a), (cx - b, cy + a), (cx - b, cy + b), (cx - a, cy + b),
-                (cx - a, cy - b), (cx - b, cy - b)]
+        return [
+            (cx - b, cy - a),
+            (cx + b, cy - a),
+            (cx + b, cy - b),
+            (cx + a, cy - b),
+            (cx + a, cy + b),
+            (cx + b, cy + b),
+            (cx + b, cy + a),
+            (cx - b, cy + a),
+            (cx - b, cy + b),
+            (cx - a, cy + b),
+            (cx - a, cy - b),
+            (cx - b, cy - b),
+        ]
     raise ValueError(f"Unknown shape {kind!r}")
 
 
@@ -273,6 +380,13 @@ def render_scene(scene: Scene, size: int = 128, supersample: int = 2) -> Image.I
         font = _font(round(cell * 0.62))
         fill = COLOR_NAMES[scene.word.color]
         cx, cy = (0.5 + scene.word.dx) * side, (scene.word.row + 0.5) * cell
-        draw.text((cx, cy), scene.word.text, font=font, fill=fill, anchor="mm",
-                  stroke_width=max(1, round(cell * 0.035)), stroke_fill=fill)
+        draw.text(
+            (cx, cy),
+            scene.word.text,
+            font=font,
+            fill=fill,
+            anchor="mm",
+            stroke_width=max(1, round(cell * 0.035)),
+            stroke_fill=fill,
+        )
     return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image

@@ -112,8 +112,9 @@ def rms_db(samples: np.ndarray) -> float:
 
 def _run(*args: str) -> None:
     if shutil.which(args[0]) is None:
-        raise ToolMissing(f"{args[0]} is not installed; the sound data need it "
-                          "(apt-get install espeak-ng sox libsox-fmt-all).")
+        raise ToolMissing(
+            f"{args[0]} is not installed; the sound data need it (apt-get install espeak-ng sox libsox-fmt-all)."
+        )
     result = subprocess.run(args, capture_output=True, timeout=120)
     if result.returncode != 0:
         raise ToolMissing(f"{' '.join(args[:3])} ... failed: {result.stderr.decode(errors='replace').strip()}")
@@ -121,11 +122,34 @@ def _run(*args: str) -> None:
 
 def _speech(clip: Clip, tmp: Path) -> np.ndarray:
     (tmp / "text.txt").write_text(clip.text, encoding="utf-8")
-    _run("espeak-ng", "-v", clip.voice, "-s", str(clip.speed), "-p", str(clip.pitch),
-         "-f", str(tmp / "text.txt"), "-w", str(tmp / "espeak.wav"))
+    _run(
+        "espeak-ng",
+        "-v",
+        clip.voice,
+        "-s",
+        str(clip.speed),
+        "-p",
+        str(clip.pitch),
+        "-f",
+        str(tmp / "text.txt"),
+        "-w",
+        str(tmp / "espeak.wav"),
+    )
     effects = ["pad", "0", "0.3", "reverb", str(clip.reverb)] if clip.reverb else []  # room for the tail
-    _run("sox", "-D", "-R", str(tmp / "espeak.wav"), "-r", str(RATE), "-c", "1", "-b", "16",
-         str(tmp / "speech.wav"), *effects)
+    _run(
+        "sox",
+        "-D",
+        "-R",
+        str(tmp / "espeak.wav"),
+        "-r",
+        str(RATE),
+        "-c",
+        "1",
+        "-b",
+        "16",
+        str(tmp / "speech.wav"),
+        *effects,
+    )
     return read_wav(tmp / "speech.wav")
 
 
@@ -145,7 +169,7 @@ def _voice(hz: float, n: int, timbre: str) -> np.ndarray:
     elif timbre == "square":
         partials = [(k, 1 / k) for k in range(1, 10, 2)]
     else:  # pluck
-        partials = [(k, 0.8 ** k) for k in range(1, 7)]
+        partials = [(k, 0.8**k) for k in range(1, 7)]
     wave_ = sum(a * np.sin(2 * np.pi * hz * k * t) for k, a in partials if hz * k < RATE / 2)
     decay = 3.0 if timbre == "pluck" else 0.0
     return wave_ * _envelope(n, decay=decay) / sum(a for _, a in partials)
@@ -197,7 +221,7 @@ def render(clip: Clip) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float64)
     if clip.snr_db is not None:
         noise = _noise("pink", len(signal), rng)
-        noise *= np.sqrt(np.mean(signal ** 2)) / 10 ** (clip.snr_db / 20)
+        noise *= np.sqrt(np.mean(signal**2)) / 10 ** (clip.snr_db / 20)
         signal = signal + noise
     peak = np.max(np.abs(signal)) or 1.0
     return (signal / peak * 10 ** (clip.gain_db / 20)).astype(np.float32)
@@ -229,8 +253,11 @@ def render_all(clips: list[Clip], cache_dir: Path, workers: int = 2, desc: str =
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
-    todo = list({clip.key(): clip for clip in clips
-                 if not (cache_dir / clip.key()[:2] / f"{clip.key()}.wav").is_file()}.values())
+    todo = list(
+        {
+            clip.key(): clip for clip in clips if not (cache_dir / clip.key()[:2] / f"{clip.key()}.wav").is_file()
+        }.values()
+    )
     if todo:
         with tqdm(total=len(todo), desc=desc, file=sys.stderr, leave=False) as progress:
             if workers > 1 and len(todo) > 8:

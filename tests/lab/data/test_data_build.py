@@ -9,19 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from engine.types import Conversation, InputError
 from lab.data import BuildConfig, DataError, build_dataset, load_dataset
 from lab.data.__main__ import main
 from lab.data.photos import HELDOUT_PHOTOS
 from lab.data.questions import describe
 from lab.data.scenes import Scene
-from engine.types import Conversation, InputError
 
 SMALL = dict(scenes=40, sounds=24, photo_variants=1, workers=2)
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +36,50 @@ def built(tmp_path_factory) -> Path:
 
 def test_same_seed_gives_identical_files(built, tmp_path):
     # Through the command line, with its own empty sound cache: nothing is shared but the seed.
-    assert main(["--out", str(tmp_path / "b"), "--seed", "0", "--scenes", "40", "--sounds", "24",
-                 "--photo-variants", "1", "--cache", str(tmp_path / "cache-b")]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "b"),
+                "--seed",
+                "0",
+                "--scenes",
+                "40",
+                "--sounds",
+                "24",
+                "--photo-variants",
+                "1",
+                "--cache",
+                str(tmp_path / "cache-b"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "b" / "train.jsonl").read_bytes() == (built / "train.jsonl").read_bytes()
     assert (tmp_path / "b" / "heldout.jsonl").read_bytes() == (built / "heldout.jsonl").read_bytes()
     assert _digest(tmp_path / "b") == _digest(built)
 
 
 def test_another_seed_gives_other_scenes(built, tmp_path):
-    build_dataset(BuildConfig(out=tmp_path / "c", seed=1, cache_dir=tmp_path / "cache", scenes=40, sounds=0,
-                              photos=False, chitchat=False))
+    build_dataset(
+        BuildConfig(
+            out=tmp_path / "c", seed=1, cache_dir=tmp_path / "cache", scenes=40, sounds=0, photos=False, chitchat=False
+        )
+    )
     assert (tmp_path / "c" / "train.jsonl").read_bytes() != (built / "train.jsonl").read_bytes()
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    assert set(manifest["counts"]["train"]) <= {"color", "shape", "count", "position", "size", "exists", "word",
-                                                "describe", "followup", "total"}
+    assert set(manifest["counts"]["train"]) <= {
+        "color",
+        "shape",
+        "count",
+        "position",
+        "size",
+        "exists",
+        "word",
+        "describe",
+        "followup",
+        "total",
+    }
 
 
 def test_heldout_is_apart_from_train(built):
@@ -58,18 +91,22 @@ def test_heldout_is_apart_from_train(built):
 
     train_media, heldout_media = media(train), media(heldout)
     assert train_media.isdisjoint(heldout_media)
+
     def digests(paths):
         return {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
 
     assert digests(train_media).isdisjoint(digests(heldout_media)), "the same picture or clip in both splits"
+
     def scene_keys(examples):
         return {Scene.from_dict(e.meta["scene"]) for e in examples if e.source == "scene"}
 
     assert scene_keys(train).isdisjoint(scene_keys(heldout))
+
     def openings(examples):
         return {e.conversation.turns[0].text for e in examples if e.qtype == "chitchat"}
 
     assert openings(train).isdisjoint(openings(heldout))
+
     def said(examples):
         return {c["text"] for e in examples if e.source == "sound" for c in e.meta["clips"] if "text" in c}
 
@@ -138,7 +175,8 @@ def test_broken_dataset_files_give_clear_errors(built, tmp_path):
     with pytest.raises(DataError, match="last turn must be the assistant"):
         load_dataset(folder, "train")
     (folder / "train.jsonl").write_text(
-        '{"id": "x", "turns": [{"role": "user", "images": ["../../etc/passwd"]}, {"role": "assistant"}]}\n')
+        '{"id": "x", "turns": [{"role": "user", "images": ["../../etc/passwd"]}, {"role": "assistant"}]}\n'
+    )
     with pytest.raises(DataError, match="outside the dataset folder"):
         load_dataset(folder, "train")
 

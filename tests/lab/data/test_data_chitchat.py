@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from lab.data.chitchat import (Dialogue, corpus_dir, heldout_score, load_dialogues, normalise,
-                                  split_dialogues)
+from lab.data.chitchat import Dialogue, corpus_dir, heldout_score, load_dialogues, normalise, split_dialogues
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,8 @@ def test_broken_yaml_entries_are_skipped(tmp_path):
         "- A broken entry - 'not a list'\n"
         "- - Only one line\n"
         "- - Are you a robot?\n  - yes\n"  # YAML reads a bare yes as True: skipped
-        "- - What year?\n  - 1984\n")
+        "- - What year?\n  - 1984\n"
+    )
     found = load_dialogues(tmp_path)
     assert [d.lines for d in found] == [("Hello", "Hi there"), ("What year?", "1984")]
     assert found[0].pairs == [("Hello", "Hi there")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from lab.data.photos import PHOTOS, available_photos, missing_photos, photo_conversations, photo_variant
 from engine.preprocess import read_image
+from lab.data.photos import PHOTOS, available_photos, missing_photos, photo_conversations, photo_variant
 
 
 def test_every_photo_is_installed_and_loads_offline():

@@ -8,12 +8,23 @@ import random
 import numpy as np
 import pytest
 
-from lab.data import questions
-from lab.data.questions import QTYPES, describe, make_question, named_by, references, scene_questions
-from lab.data.scenes import (COLUMNS, MIN_CONTRAST, ROWS, SHAPE_COLORS, SHAPES, SIZES, Scene, Shape, Word,
-                                random_scene, render_scene)
 from engine.observe import COLOR_NAMES
 from engine.preprocess import image_to_tensor
+from lab.data import questions
+from lab.data.questions import QTYPES, describe, make_question, named_by, references, scene_questions
+from lab.data.scenes import (
+    COLUMNS,
+    MIN_CONTRAST,
+    ROWS,
+    SHAPE_COLORS,
+    SHAPES,
+    SIZES,
+    Scene,
+    Shape,
+    Word,
+    random_scene,
+    render_scene,
+)
 
 SCENES = [random_scene(random.Random(f"test/{i}")) for i in range(200)]
 
@@ -40,8 +51,17 @@ def test_scene_specs_are_reproducible_and_valid():
 
 def test_position_words_come_from_thirds():
     names = {(r, c): Shape("circle", "red", "small", r, c).position for r in range(3) for c in range(3)}
-    assert names == {(0, 0): "top left", (0, 1): "top", (0, 2): "top right", (1, 0): "left", (1, 1): "center",
-                     (1, 2): "right", (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right"}
+    assert names == {
+        (0, 0): "top left",
+        (0, 1): "top",
+        (0, 2): "top right",
+        (1, 0): "left",
+        (1, 1): "center",
+        (1, 2): "right",
+        (2, 0): "bottom left",
+        (2, 1): "bottom",
+        (2, 2): "bottom right",
+    }
     assert ROWS[0] == "top" and COLUMNS[2] == "right"
 
 
@@ -59,8 +79,7 @@ def test_shapes_are_told_apart_by_their_outline():
     """Each kind covers its own share of its bounding box (circle ~0.79, square ~0.94, star ~0.39, ...)."""
     shares, aspects = {}, {}
     for kind in SHAPES:
-        scene = Scene(background="plain", colors=((255, 255, 255),),
-                      shapes=(Shape(kind, "black", "large", 1, 1),))
+        scene = Scene(background="plain", colors=((255, 255, 255),), shapes=(Shape(kind, "black", "large", 1, 1),))
         dark = np.asarray(render_scene(scene, 256).convert("L")) < 128  # (256, 256)
         ys, xs = np.nonzero(dark)
         height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
@@ -74,8 +93,12 @@ def test_shapes_are_told_apart_by_their_outline():
 
 
 def test_words_are_drawn_in_their_row_and_legible_at_64px():
-    scene = Scene(background="plain", colors=((240, 240, 240),), shapes=(Shape("circle", "red", "small", 0, 0),),
-                  word=Word("HELLO", row=2, color="black"))
+    scene = Scene(
+        background="plain",
+        colors=((240, 240, 240),),
+        shapes=(Shape("circle", "red", "small", 0, 0),),
+        word=Word("HELLO", row=2, color="black"),
+    )
     small = image_to_tensor(render_scene(scene, 128), 64)  # what the model sees: (3, 64, 64) in [-1, 1]
     dark = (small.mean(dim=0) < -0.3).numpy()  # (64, 64)
     rows = np.nonzero(dark.any(axis=1))[0]
@@ -136,16 +159,27 @@ def test_evaluation_tells_how_each_question_names_its_shape():
         rng = random.Random(i)
         for shape in scene.shapes:
             for ref in references(scene, shape):
-                expected = "place" if ref.startswith("the shape ") else {
-                    f"the {shape.color} {shape.kind}": "colour and kind", f"the {shape.color} shape": "colour",
-                    f"the {shape.kind}": "kind"}[ref]
+                expected = (
+                    "place"
+                    if ref.startswith("the shape ")
+                    else {
+                        f"the {shape.color} {shape.kind}": "colour and kind",
+                        f"the {shape.color} shape": "colour",
+                        f"the {shape.kind}": "kind",
+                    }[ref]
+                )
                 for ask in (questions._color, questions._shape):
                     assert named_by(ask(scene, rng, shape, ref)[0]) == expected, ref
                 seen.add(expected)
         if scene.shapes:
             question = make_question(scene, rng, "count").turns[0][0]
-            expected = "colour" if any(c in question.split() for c in SHAPE_COLORS) else \
-                "none" if any(w in question for w in ("shapes", "objects")) else "kind"
+            expected = (
+                "colour"
+                if any(c in question.split() for c in SHAPE_COLORS)
+                else "none"
+                if any(w in question for w in ("shapes", "objects"))
+                else "kind"
+            )
             assert named_by(question) == expected, question
             seen.add(expected)
     assert seen == {"place", "colour and kind", "colour", "kind", "none"}
@@ -154,11 +188,14 @@ def test_evaluation_tells_how_each_question_names_its_shape():
 def _fits(ref: str, shape: Shape) -> bool:
     words = ref.removeprefix("the ")
     if words.startswith("shape "):
-        return words == "shape " + {"left": "on the left", "right": "on the right", "top": "at the top",
-                                     "bottom": "at the bottom"}.get(shape.position, f"in the {shape.position}")
+        return words == "shape " + {
+            "left": "on the left",
+            "right": "on the right",
+            "top": "at the top",
+            "bottom": "at the bottom",
+        }.get(shape.position, f"in the {shape.position}")
     parts = words.split()
-    return all(p in (shape.color, shape.kind, "shape") for p in parts) and (
-        shape.kind in parts or shape.color in parts)
+    return all(p in (shape.color, shape.kind, "shape") for p in parts) and (shape.kind in parts or shape.color in parts)
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
+from engine.preprocess import load_audio_features, read_audio
 from lab.data.audio_qa import UserTurn, clip_conversation, random_clip, sentence, sound_plans, spoken_dialogue
 from lab.data.chitchat import Dialogue
 from lab.data.sounds import RATE, Clip, note_hz, read_wav, render_all, render_cached, rms_db
-from engine.preprocess import load_audio_features, read_audio
 
 SPEECH = Clip(kind="speech", text="The red ball is big.", voice="en-gb+f3", speed=160, pitch=50, gain_db=-2.0)
 

@@ -6,20 +6,28 @@ import random
 import re
 from pathlib import Path
 
+from engine.types import Conversation, Turn
 from lab.data.dataset import Example
 from lab.data.questions import NUMBERS, describe
 from lab.data.quiz import is_quizzable, quiz
 from lab.data.scenes import random_scene
-from engine.types import Conversation, Turn
 
 PICTURE = Path("/data/images/scenes/train/00001.png")
 
 
 def scene_example(scene, system: str = "") -> Example:
-    turns = [Turn("user", "What do you see?", images=[PICTURE], created=0.0),
-             Turn("assistant", describe(scene), created=0.0)]
-    return Example("scene-train-00001-0", Conversation(system, turns), "describe", describe(scene), "scene",
-                   {"scene": scene.to_dict()})
+    turns = [
+        Turn("user", "What do you see?", images=[PICTURE], created=0.0),
+        Turn("assistant", describe(scene), created=0.0),
+    ]
+    return Example(
+        "scene-train-00001-0",
+        Conversation(system, turns),
+        "describe",
+        describe(scene),
+        "scene",
+        {"scene": scene.to_dict()},
+    )
 
 
 def test_a_quiz_asks_one_to_n_questions_about_the_picture_shown_once():
@@ -31,8 +39,11 @@ def test_a_quiz_asks_one_to_n_questions_about_the_picture_shown_once():
         assert conversation.system_prompt == "Be brief."
         assert [t.role for t in turns] == ["user", "assistant"] * (len(turns) // 2)
         assert turns[0].images == [PICTURE] and not any(t.images for t in turns[1:])
-        questions = sum(not t.text.startswith(("And ", "What color is it", "What shape is it", "Where is it"))
-                        for t in turns if t.role == "user")
+        questions = sum(
+            not t.text.startswith(("And ", "What color is it", "What shape is it", "Where is it"))
+            for t in turns
+            if t.role == "user"
+        )
         assert 1 <= questions <= 3
         lengths.add(questions)
         colours = {s.color for s in scene.shapes}
@@ -58,8 +69,12 @@ def test_the_same_draw_gives_the_same_quiz_and_other_draws_vary():
 def test_only_generated_scenes_are_quizzed():
     scene = random_scene(random.Random("quiz/only"))
     assert is_quizzable(scene_example(scene))
-    chat = Example("chitchat-0", Conversation("", [Turn("user", "Hi", created=0.0),
-                                                   Turn("assistant", "Hello", created=0.0)]), "chitchat", "Hello")
+    chat = Example(
+        "chitchat-0",
+        Conversation("", [Turn("user", "Hi", created=0.0), Turn("assistant", "Hello", created=0.0)]),
+        "chitchat",
+        "Hello",
+    )
     assert not is_quizzable(chat)
     photo = scene_example(scene)
     photo.meta = {}
