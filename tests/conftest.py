@@ -334,3 +334,10 @@ def long_audio_flac(media_dir) -> Path:
     path = media_dir / "twenty_minutes.flac"
     run_tool("sox", "-D", "-n", "-r", "8000", "-c", "1", "-b", "16", path, "trim", "0", "1200")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests (headless Chromium) are slow tests too: the fast lane `-m "not slow"` leaves them to CI."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
