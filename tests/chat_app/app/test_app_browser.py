@@ -193,12 +193,16 @@ def test_stop_button_keeps_the_partial_reply(chromium, server):
     page = open_app(chromium, server)
     greedy_long_replies(page, 4096)
     send(page, "Tell me a very long story")
+    # Clicked from the page itself the moment 20 characters are shown: the greedy reply lasts a
+    # few seconds, and Playwright's click (waiting for the button to be stable while the chat
+    # reflows) once landed after its end on a loaded machine.
     page.wait_for_function(
         "(() => { const b = document.querySelectorAll(\"#chat [data-testid='bot']\"); "
-        "return b.length && b[b.length - 1].innerText.length > 20; })()",
+        "if (!(b.length && b[b.length - 1].innerText.length > 20)) return false; "
+        "const stop = document.querySelector('#stop'); if (!stop || !stop.offsetParent) return false; "
+        "stop.click(); return true; })()",
         timeout=30_000,
     )
-    page.locator("#stop").click()
     page.wait_for_function("document.querySelector('#chat').innerText.includes('Stopped')", timeout=20_000)
     shown = bot_texts(page)[-1]
     page.reload(wait_until="load")  # it was stored as shown, marked interrupted
