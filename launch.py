@@ -5,7 +5,7 @@
     python launch.py ask [--image FILE]... [--audio FILE]... [--model DIR] [--json] "message"
     python launch.py voice [--hands-free] [--input-device N] [--list-devices] [--model DIR]
 
-`ask` answers one message with the built-in model (or --model DIR) and streams the reply.
+`ask` answers one message with SmolLM2 (or --model SPEC) and streams the reply.
 `voice` is the desktop voice mode: talk through the microphone, hear the reply
 (chat_app/voice; needs PortAudio, imported by this mode only).
 `serve` (the default) is the web app at http://127.0.0.1:7860 (chat_app/serve.py).
@@ -31,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.set_defaults(handler=serve.run)
 
     ask_parser = commands.add_parser("ask", help="answer one message and exit")
-    ask_parser.add_argument("--model", default=None, help="model directory (default: the built-in model)")
+    ask_parser.add_argument(
+        "--model", default=None, help="model spec or directory (default: smollm2 with its adapters)"
+    )
     ask_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
     ask.add_arguments(ask_parser)
     ask_parser.set_defaults(handler=ask.run)
 
     voice_parser = commands.add_parser("voice", help="talk through the microphone, hear the reply")
-    voice_parser.add_argument("--model", default=None, help="model directory (default: the built-in model)")
+    voice_parser.add_argument(
+        "--model", default=None, help="model spec or directory (default: smollm2 with its adapters)"
+    )
     voice_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
     from chat_app import voice  # cheap: sounddevice is imported only when the mode runs
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODEL",
         help="a checkpoint folder, or any spec engine.backends.load_backend takes (default: "
-        "the built-in model); repeat to offer several in the settings panel",
+        "smollm2, then the from-scratch built-in model); repeat to offer several in the settings panel",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 …")
     parser.add_argument("--share", action="store_true", help="also make a temporary public Gradio link")
@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.types import EngineError
 
     backends = {}
-    for spec in args.model or [None]:
+    from engine.backends import default_specs
+
+    for spec in args.model or default_specs():
         print(f"Loading model {spec or 'builtin'} (device {args.device})…", file=sys.stderr, flush=True)
         try:
             backend = load_backend(spec, device=args.device)

@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
             stop=tuple(args.stop),
             seed=args.seed,
         )
-        from engine.backends import load_backend  # imports torch: after the cheap checks
+        from engine.backends import default_specs, load_backend  # imports torch: after the cheap checks
 
         print(f"Loading model {args.model or 'builtin'} (device {args.device})…", file=sys.stderr)
-        backend = load_backend(args.model, device=args.device)
+        backend = load_backend(args.model or default_specs()[0], device=args.device)
         loaded = time.perf_counter()
         transcript = _transcribe(args.audio, args.asr_model) if args.audio else None
         heard = time.perf_counter()

@@ -1,11 +1,13 @@
 """Observations from offline pretrained tools, given to the model as text.
 
-    observe_image(image, tools=("ocr", "faces", "colors")) -> ImageObservations
-    ImageObservations.as_text()  # "text: HELLO 42; faces: 1; colors: white, black"
+    observe_image(image, tools=("ocr", "faces", "colors", "shapes")) -> ImageObservations
+    ImageObservations.as_text()  # "text: HELLO 42; faces: 1; colors: white, black; shapes: red circle"
 
 - `ocr`: PP-OCRv4 (ONNX, shipped inside `rapidocr-onnxruntime`), lines above a confidence.
 - `faces`: OpenCV's Haar frontal-face detector (shipped inside `opencv-python`).
 - `colors`: the dominant colours of the picture, by name (median-cut palette → nearest name).
+- `shapes`: on a plain background only, the shapes drawn on it with their colours
+  (engine.shapes: OpenCV contours); nothing is said about photos.
 
 The same code runs when the training data is encoded and when a person chats, so the
 model learns to use what these tools report. Each tool loads once per process, lazily and
@@ -25,7 +27,7 @@ from PIL import Image
 
 from engine.cache import LRUCache
 
-TOOLS = ("ocr", "faces", "colors")
+TOOLS = ("ocr", "faces", "colors", "shapes")
 OCR_MIN_CONFIDENCE = 0.6
 OCR_MIN_SIDE = 256
 COLOR_MIN_SHARE = 0.12
@@ -56,6 +58,7 @@ class ImageObservations:
     text: tuple[str, ...] = ()  # lines read in the image
     faces: int | None = None  # None when the face tool did not run
     colors: tuple[str, ...] = ()  # dominant colour names, most covering first
+    shapes: tuple[str, ...] | None = None  # "red circle", ... left to right; None: not a plain background
     tools: tuple[str, ...] = field(default=())
 
     def as_text(self) -> str:
@@ -66,7 +69,37 @@ class ImageObservations:
             parts.append(f"faces: {self.faces}")
         if "colors" in self.tools:
             parts.append("colors: " + ", ".join(self.colors))
+        if "shapes" in self.tools and self.shapes is not None:
+            parts.append("shapes: " + (", ".join(self.shapes) if self.shapes else "none"))
         return "; ".join(parts)
+
+    def as_sentences(self) -> str:
+        """The findings in plain words, for a language model that was not trained on `as_text`'s
+        lines: "A drawing of 2 shapes on a white background: a green circle and a blue triangle. ..."."""
+        sentences = []
+        if self.shapes:
+            ground = f"a {self.colors[0]} background" if self.colors else "a plain background"
+            count = f"{len(self.shapes)} shape" + ("s" if len(self.shapes) > 1 else "")
+            sentences.append(f"It is a drawing of {count} on {ground}: {_listing(self.shapes)}.")
+        elif self.shapes is not None:
+            sentences.append("It is a plain picture with no shapes drawn on it.")
+        elif self.colors:
+            verb = "colour is" if len(self.colors) == 1 else "colours are"
+            sentences.append(f"Its main {verb} {_listing(self.colors, article=False)}.")
+        if "ocr" in self.tools:
+            text = " ".join(line for line in self.text if any(c.isalnum() for c in line))  # not "+", "■": shapes
+            sentences.append(f'The text in it reads "{text}".' if text else "There is no text in it.")
+        if self.faces:
+            sentences.append(f"There {'is 1 face' if self.faces == 1 else f'are {self.faces} faces'} in it.")
+        elif self.faces == 0 and self.shapes is None:
+            sentences.append("No faces were found in it.")
+        return " ".join(sentences)
+
+
+def _listing(names, article: bool = True) -> str:
+    """("green circle", "blue triangle") -> "a green circle and a blue triangle"."""
+    words = [(("an " if name[0] in "aeiou" else "a ") if article else "") + name for name in names]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def nearest_color_name(rgb) -> str:
@@ -123,11 +156,18 @@ def count_faces(image: Image.Image) -> int:
     return int(len(faces))
 
 
+def _find_shapes(image: Image.Image) -> tuple[str, ...] | None:
+    from engine.shapes import find_shapes
+
+    return find_shapes(image)
+
+
 def _run_tools(image: Image.Image, tools: tuple[str, ...]) -> ImageObservations:
     return ImageObservations(
         text=read_text(image) if "ocr" in tools else (),
         faces=count_faces(image) if "faces" in tools else None,
         colors=dominant_colors(image) if "colors" in tools else (),
+        shapes=_find_shapes(image) if "shapes" in tools else None,
         tools=tools,
     )
 

@@ -32,10 +32,12 @@ def stream_text(
     stops: tuple[str, ...],
     info: ReplyInfo,
     started: float | None = None,
+    end_ids: set[int] | None = None,
 ) -> Iterator[str]:
-    """Text pieces of row 0 of `tokens` (each (B,)); fills `info` as it goes."""
+    """Text pieces of row 0 of `tokens` (each (B,)); fills `info` as it goes. `end_ids` (the ids
+    that end a reply) default to the built-in tokenizer's end and eos ids."""
     started = time.perf_counter() if started is None else started
-    end_ids = {tokenizer.end_id, tokenizer.eos_id}
+    end_ids = end_ids if end_ids is not None else {tokenizer.end_id, tokenizer.eos_id}
     decoder = tokenizer.incremental_decoder()
     pending = ""
     info.finish_reason = "length"

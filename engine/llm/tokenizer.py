@@ -11,6 +11,7 @@ the added tokens matched, exactly as `tokenizer.apply_chat_template(..., tokeniz
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -63,6 +64,7 @@ class LMTokenizer:
         self.eos_id = self.token_id(self.special["eos_token"]) if "eos_token" in self.special else None
         self.stop_ids = set(stop_ids) | ({self.eos_id} if self.eos_id is not None else set())
         self.pad_id = self.token_id(self.special.get("pad_token") or self.special.get("eos_token") or "") or 0
+        self._wrapper, self._wrapper_lock = None, threading.Lock()  # transformers' view, for safe_chat_ids
 
     @property
     def vocab_size(self) -> int:
@@ -94,7 +96,30 @@ class LMTokenizer:
         return rendered[0]
 
     def chat_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """The rendered conversation's ids; control tokens written in a message's text count as
+        control tokens too (use `safe_chat_ids` for text people typed)."""
         return self.encode(self.render(messages, add_generation_prompt))
+
+    def safe_chat_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """As `chat_ids`, but control tokens inside the messages' text (`<|im_end|>` typed by a
+        person) are encoded as plain text: transformers' `sanitize_control_tokens`."""
+        with self._wrapper_lock:
+            if self._wrapper is None:
+                from transformers import PreTrainedTokenizerFast
+
+                self._wrapper = PreTrainedTokenizerFast(
+                    tokenizer_object=self._tokenizer.__class__.from_str(self._tokenizer.to_str()),
+                    chat_template=self.chat_template,
+                    **self.special,
+                )
+            ids = self._wrapper.apply_chat_template(
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                tokenize=True,
+                return_dict=False,
+                sanitize_control_tokens=True,
+            )
+        return list(ids)
 
     # -- files -----------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def test_an_image_in_two_turns_and_two_replies_is_observed_once(tmp_path, monkey
         list(backend.stream(conversation, GenerationConfig(max_new_tokens=2, temperature=0), info=info))
         assert info.observations[0].startswith("image 1: text: ")
     assert calls == {"read_text": 1, "count_faces": 1, "dominant_colors": 1}
-    again = prepare_turn(Turn("user", "", images=[photo.read_bytes()]), Needs(image_tools=observe.TOOLS))
+    again = prepare_turn(Turn("user", "", images=[photo.read_bytes()]), Needs(image_tools=("ocr", "faces", "colors")))
     assert again.observations == (info.observations[0],) and calls["read_text"] == 1  # bytes: same content
 
 

@@ -119,7 +119,17 @@ def test_it_says_something_true_about_photos_it_never_saw(backend):
 def test_launch_ask_uses_it_offline(new_scenes):
     scene, path, _ = next((s, p, i) for s, p, i in new_scenes if s.word)
     result = subprocess.run(
-        [sys.executable, "launch.py", "ask", "What does the text say?", "--image", str(path), "--json"],
+        [
+            sys.executable,
+            "launch.py",
+            "ask",
+            "What does the text say?",
+            "--image",
+            str(path),
+            "--json",
+            "--model",
+            str(DEFAULT_MODEL),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

