@@ -79,7 +79,7 @@ class ImageObservations:
         sentences = []
         if self.shapes:
             ground = f"a {self.colors[0]} background" if self.colors else "a plain background"
-            count = f"{len(self.shapes)} shape" + ("s" if len(self.shapes) > 1 else "")
+            count = f"{_number(len(self.shapes))} shape" + ("s" if len(self.shapes) > 1 else "")
             sentences.append(f"It is a drawing of {count} on {ground}: {_listing(self.shapes)}.")
         elif self.shapes is not None:
             sentences.append("It is a plain picture with no shapes drawn on it.")
@@ -90,10 +90,15 @@ class ImageObservations:
             text = " ".join(line for line in self.text if any(c.isalnum() for c in line))  # not "+", "■": shapes
             sentences.append(f'The text in it reads "{text}".' if text else "There is no text in it.")
         if self.faces:
-            sentences.append(f"There {'is 1 face' if self.faces == 1 else f'are {self.faces} faces'} in it.")
+            sentences.append(f"There {'is one face' if self.faces == 1 else f'are {_number(self.faces)} faces'} in it.")
         elif self.faces == 0 and self.shapes is None:
             sentences.append("No faces were found in it.")
         return " ".join(sentences)
+
+
+def _number(n: int) -> str:
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n] if n < len(words) else str(n)
 
 
 def _listing(names, article: bool = True) -> str:

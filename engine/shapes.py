@@ -136,9 +136,7 @@ def find_shapes(image: Image.Image) -> tuple[str, ...] | None:
     for contour in contours:
         if cv2.contourArea(contour) < min_area:
             continue
-        kind = classify(contour)
-        if kind is None:
-            continue
+        kind = classify(contour) or "shape"  # drawn, but none of the known kinds (a silhouette, a blob)
         filled = np.zeros(foreground.shape, np.uint8)
         cv2.drawContours(filled, [contour], -1, 1, thickness=-1)
         inside = (filled > 0) & (foreground > 0)

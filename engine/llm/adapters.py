@@ -3,6 +3,7 @@
     add_lora(model, AdapterConfig(rank=8))          # training: low-rank updates beside frozen weights
     save_adapters(model, config, directory)         # adapters.safetensors + adapters.json
     merge_adapters(model, directory)                # serving: W += scale * B @ A, no runtime cost
+    adapted = adapted_copy(model, directory)        # a second model sharing all but the adapted weights
 
 An adapter folder records the base model's GGUF sha256; merging into another model is
 refused by name, so adapters trained on SmolLM2-135M never silently change another LM.
@@ -122,3 +123,17 @@ def merge_adapters(model: nn.Module, directory: str | Path, base_sha256: str | N
             raise CheckpointError(f"{directory} does not fit this model ({key} is {tuple(linear.weight.shape)}).")
         linear.weight += (config.scale * update).to(linear.weight.dtype)
     return config
+
+
+def adapted_copy(model: nn.Module, directory: str | Path, base_sha256: str | None = None) -> nn.Module:
+    """The model with the folder's adapters merged, as a second module that shares every weight
+    the adapters do not touch with `model` (which stays as it was): the base model answers
+    text-only chats unchanged while the adapted one answers about media."""
+    import copy
+
+    config = load_adapter_config(directory)
+    targeted = {id(linear.weight) for _, _, linear in _targets(model, config)}
+    shared = {id(p): p for p in list(model.parameters()) + list(model.buffers()) if id(p) not in targeted}
+    adapted = copy.deepcopy(model, memo=dict(shared))
+    merge_adapters(adapted, directory, base_sha256)
+    return adapted.eval()

@@ -17,14 +17,24 @@ import random
 from engine.backends.lm import PICTURE_NOTE
 from engine.observe import COLOR_NAMES, ImageObservations
 
-KINDS = ("circle", "square", "triangle", "star", "diamond", "cross", "rectangle", "oval", "pentagon", "hexagon")
+KINDS = ("circle", "square", "triangle", "star", "diamond", "cross", "rectangle", "oval", "pentagon", "hexagon",
+         "shape")  # fmt: skip
 COLOURS = tuple(COLOR_NAMES) + ("multicoloured",)
 WORDS = ("EXIT", "OPEN", "SALE", "STOP", "Hello", "Main Street", "CAFE", "Push", "No parking", "42", "2024", "Menu")
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
+# lab.lm_eval's "unseen wording" questions ("Please list everything drawn in this image.", "Tell me
+# the colour of the ...") are deliberately not among these.
 DESCRIBE = ("What do you see?", "Describe the picture.", "What's in this image?", "What is in the picture?",
-            "Tell me about this image.", "Can you describe what I sent?", "What does the picture show?")  # fmt: skip
-COUNT = ("How many shapes are there?", "How many shapes do you see?", "How many things are drawn?")
+            "Tell me about this image.", "Can you describe what I sent?", "What does the picture show?",
+            "what is this", "Look at this. What is it?", "Describe it briefly.", "What's on it?",
+            "What can you see in my picture?", "Explain what the image contains.")  # fmt: skip
+COUNT = ("How many shapes are there?", "How many shapes do you see?", "How many things are drawn?",
+         "Count the shapes.", "how many shapes", "What is the number of shapes in it?",
+         "How many objects are in the drawing?")  # fmt: skip
+COLOUR = ("What color is the {kind}?", "What colour is the {kind}?", "Which color is the {kind}?",
+          "What's the color of the {kind}?", "the {kind} is what colour?", "Which colour does the {kind} have?",
+          "Can you tell me what color the {kind} is?")  # fmt: skip
 
 
 def _article(name: str) -> str:
@@ -118,7 +128,7 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
     kind = kind.removesuffix(" outline")
     same = [c for c, k in parts if k.removesuffix(" outline") == kind]
     if choice == "colour":
-        q = rng.choice((f"What color is the {kind}?", f"What colour is the {kind}?", f"Which color is the {kind}?"))
+        q = rng.choice(COLOUR).format(kind=kind)
         if len(same) == 1:
             return q, f"The {kind} is {same[0]}."
         return q, f"There are {NUMBER_WORDS[len(same)]} {_plural(kind)}: {_and(same)}."
@@ -144,8 +154,16 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
 
 
 def notes_example(rng: random.Random) -> tuple[list[dict], str]:
-    """(the conversation up to the question, the answer); sometimes a text turn comes first."""
+    """(the conversation up to the question, the answer); one time in four the question is a
+    follow-up about the picture shown in the turn before."""
     findings = sample_findings(rng)
     question, answer = question_and_answer(findings, rng)
     note = PICTURE_NOTE.format(index=1, findings=findings.as_sentences())
+    if rng.random() < 0.25:
+        first, first_answer = question_and_answer(findings, rng)
+        return [
+            {"role": "user", "content": f"{note}\n{first}"},
+            {"role": "assistant", "content": first_answer},
+            {"role": "user", "content": question},
+        ], answer
     return [{"role": "user", "content": f"{note}\n{question}"}], answer

@@ -104,9 +104,15 @@ def test_the_tool_in_observations_and_in_plain_sentences():
     seen = observe_image(image, ("colors", "shapes"))
     assert seen.as_text().endswith("shapes: green circle, blue triangle")
     assert seen.as_sentences().startswith(
-        "It is a drawing of 2 shapes on a white background: a green circle and a blue triangle."
+        "It is a drawing of two shapes on a white background: a green circle and a blue triangle."
     )
     photo = ImageObservations(text=("EXIT", "+"), faces=2, colors=("gray", "black"), tools=("ocr", "faces", "colors"))
     assert photo.as_sentences() == (
-        'Its main colours are gray and black. The text in it reads "EXIT". There are 2 faces in it.'
+        'Its main colours are gray and black. The text in it reads "EXIT". There are two faces in it.'
     )
+
+
+def test_a_drawn_thing_of_no_known_kind_is_still_a_shape():
+    image, draw = canvas()
+    draw.polygon([(60, 40), (120, 40), (120, 150), (260, 150), (260, 200), (60, 200)], fill=(20, 20, 20))  # an L
+    assert find_shapes(image) == ("black shape",)

@@ -71,10 +71,12 @@ def test_a_picture_reaches_it_as_the_tools_findings(backend, drawing):
     _, info = ask(backend, Turn(role="user", text="What do you see?", images=[str(drawing)]))
     assert any("shapes: green circle, blue triangle" in line for line in info.observations)
     assert any("reads text only" in line for line in info.observations)
-    head, messages, _ = backend._messages(Conversation(turns=[Turn(role="user", text="Hi", images=[str(drawing)])]))
+    head, messages, _, media = backend._messages(
+        Conversation(turns=[Turn(role="user", text="Hi", images=[str(drawing)])])
+    )
     assert messages[0]["content"].startswith("[About picture 1, which I attached (described by offline tools): ")
     assert "a green circle and a blue triangle" in messages[0]["content"]
-    assert messages[0]["content"].endswith("]\nHi")
+    assert messages[0]["content"].endswith("]\nHi") and media
 
 
 def test_the_oldest_turns_are_dropped_to_fit(backend):
@@ -133,6 +135,34 @@ def test_merged_adapters_give_what_the_wrapped_model_gave(tiny_gguf, tmp_path):
         expected = trained.logits(trained(prompt))
         merged = fresh.model.logits(fresh.model(prompt))
     assert torch.allclose(merged, expected, atol=1e-4) and not torch.allclose(merged, before, atol=1e-3)
+
+
+def test_media_conversations_get_the_adapted_model_and_text_ones_the_base(tiny_gguf, tmp_path, drawing):
+    from engine.llm.adapters import adapted_copy
+    from engine.llm.lm import LanguageModel
+
+    trained = load_backend(str(tiny_gguf), device="cpu", asr=False).model
+    config = AdapterConfig(rank=4, alpha=8.0)
+    add_lora(trained, config)
+    torch.manual_seed(1)
+    for module in trained.modules():
+        if isinstance(module, LoRALinear):
+            module.lora_b.data.normal_(0, 0.2)
+    save_adapters(trained, config, tmp_path / "adapters")
+    base = load_backend(str(tiny_gguf), device="cpu", asr=False)
+    before = {n: p.clone() for n, p in base.model.named_parameters()}
+    adapted = adapted_copy(base.model, tmp_path / "adapters")
+    assert all(torch.equal(p, before[n]) for n, p in base.model.named_parameters())  # the base is untouched
+    assert adapted.lm_head.weight is base.model.lm_head.weight  # shared, not copied
+    assert not torch.equal(
+        adapted.decoder.blocks[0].attention.qkv.weight, base.model.decoder.blocks[0].attention.qkv.weight
+    )
+    routed = LMBackend(base.lm, name="routed", media_model=adapted)
+    only_adapted = LMBackend(LanguageModel(adapted, base.tokenizer), name="adapted")
+    text = Turn(role="user", text="Hello, how are you today?")
+    assert ask(routed, text)[0] == ask(base, text)[0]
+    picture = Turn(role="user", text="What do you see?", images=[str(drawing)])
+    assert ask(routed, picture)[0] == ask(only_adapted, picture)[0] != ask(base, picture)[0]
 
 
 def test_adapters_for_another_model_or_damaged_are_refused(tiny_gguf, tmp_path):
