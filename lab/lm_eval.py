@@ -159,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"photos: {ungrounded} of {len(shown)} replies name a colour or shape the tools did not report")
     for name, said in shown[:6]:
         print(f"  {name}: {said[:160]!r}")
-    print(
-        f"factual QA, ours (engine; text-only chats use the base weights): {factual_score(lambda q: reply(ours, q)):.1%}"
-    )
+    ours_factual = factual_score(lambda q: reply(ours, q))
+    print(f"factual QA, ours (engine; text-only chats use the base weights): {ours_factual:.1%}")
     if not args.skip_base:
         print(f"factual QA, base SmolLM2 (transformers generate): {factual_score(transformers_answerer()):.1%}")
     pairs = heldout_chat_pairs()
