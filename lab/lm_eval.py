@@ -3,10 +3,12 @@ trained on, and whether its knowledge and conversation are intact.
 
     python -m lab.lm_eval                     # ~15 min on 2 CPU cores
     python -m lab.lm_eval --scenes 20 --skip-base
+    python -m lab.lm_eval --scenes-only --no-vision   # the tools' findings alone, no image tokens
 
 Prints, for the app's SmolLM2 backend (adapters merged) and, where it applies, the base model:
-1. Scenes from lab.data.second_renderer ("plain": white 4:3 canvas, 1-3 filled shapes; never
-   used in training, drawn by another library than the training data's), through the real
+1. Scenes from lab.data.second_renderer ("plain": white 4:3 canvas, 1-3 filled shapes; "hard":
+   gradients, textures, photos, 1-5 shapes, rotation, outlines, noise; never used in training,
+   drawn by another library than the training data's), through the real
    chain: file → offline tools (OCR, faces, colours, shapes) → prompt → reply. "What do you
    see?" passes when every shape is named with its colour; colour, shape and count questions
    pass when the reply contains the right word. Phrasings the adapters' data never used are
@@ -51,12 +53,12 @@ def _count_ok(text: str, n: int) -> bool:
     return said == {n}
 
 
-def evaluate_scenes(backend, scenes: int, folder) -> dict[str, float]:
+def evaluate_scenes(backend, scenes: int, folder, setting: str = "plain") -> dict[str, float]:
     from lab.data.second_renderer import second_scene
 
     scores = {k: [] for k in ("describe", "colour", "shape", "count", "unseen describe", "unseen colour")}
-    for index in tqdm(range(scenes), desc="second-renderer scenes"):
-        scene, image = second_scene(random.Random(f"lm-eval/{index}"), "plain")
+    for index in tqdm(range(scenes), desc=f"second-renderer {setting} scenes"):
+        scene, image = second_scene(random.Random(f"lm-eval/{index}"), setting)
         path = folder / f"scene-{index}.png"
         image.save(path)
         shapes = [(s.color, s.kind) for s in scene.shapes]
@@ -148,13 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=50)
     parser.add_argument("--skip-base", action="store_true", help="do not load the base model through transformers")
     parser.add_argument("--adapters", default=None, help="adapter folder (default: the shipped one)")
+    parser.add_argument("--no-vision", action="store_true", help="the tools' findings only, no image tokens")
+    parser.add_argument("--settings", default="plain,hard", help="second-renderer settings to score")
+    parser.add_argument("--scenes-only", action="store_true", help="skip photos, factual QA and chit-chat")
     args = parser.parse_args(argv)
     kwargs = {"adapters": args.adapters} if args.adapters else {}
-    ours = LMBackend.smollm2("cpu", transcriber=None, **kwargs)
+    ours = LMBackend.smollm2("cpu", transcriber=None, vision=not args.no_vision, **kwargs)
     print(f"model: {ours.name}")
-    with tempfile.TemporaryDirectory() as folder:
-        scores = evaluate_scenes(ours, args.scenes, Path(folder))
-    print(f"second-renderer plain scenes ({args.scenes}): " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+    for setting in args.settings.split(","):
+        with tempfile.TemporaryDirectory() as folder:
+            scores = evaluate_scenes(ours, args.scenes, Path(folder), setting)
+        print(
+            f"second-renderer {setting} scenes ({args.scenes}): " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        )
+    if args.scenes_only:
+        return 0
     ungrounded, shown = evaluate_photos(ours)
     print(f"photos: {ungrounded} of {len(shown)} replies name a colour or shape the tools did not report")
     for name, said in shown[:6]:

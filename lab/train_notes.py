@@ -104,7 +104,7 @@ def loss_of(model, batch: list[tuple[list[int], int]], pad_id: int, device) -> t
     )
 
 
-def plot_losses(losses: list[float], path: Path) -> None:
+def plot_losses(losses: list[float], path: Path, title: str = "SmolLM2 notes adapters") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +117,7 @@ def plot_losses(losses: list[float], path: Path) -> None:
         sum(losses[max(0, i - window) : i + 1]) / len(losses[max(0, i - window) : i + 1]) for i in range(len(losses))
     ]
     axis.plot(smooth, label=f"mean of {window}")
-    axis.set(xlabel="step", ylabel="cross-entropy (answer tokens)", title="SmolLM2 notes adapters")
+    axis.set(xlabel="step", ylabel="cross-entropy (answer tokens)", title=title)
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -29,6 +29,8 @@ _LLAMA3_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+IMAGE_MARK = "\ue000"  # where a picture's image tokens go in a message (chat_ids_with_images)
+
 
 def _pre_tokenizer(kind: str):
     if kind in ("gpt2", "default"):
@@ -120,6 +122,32 @@ class LMTokenizer:
                 sanitize_control_tokens=True,
             )
         return list(ids)
+
+    def chat_ids_with_images(
+        self, messages: list[dict], image_tokens: int, add_generation_prompt: bool = True
+    ) -> tuple[list[int], list[bool]]:
+        """`safe_chat_ids` where each IMAGE_MARK in a message's text becomes `image_tokens`
+        placeholders: (ids, which of them are image placeholders). The mark is a private-use
+        character people do not type (callers strip it from typed text) that always encodes to
+        the same few ids when a newline follows it."""
+        ids = self.safe_chat_ids(messages, add_generation_prompt)
+        mark = self.encode(IMAGE_MARK)
+        wanted = sum(m["content"].count(IMAGE_MARK) for m in messages)
+        out: list[int] = []
+        is_image: list[bool] = []
+        i = found = 0
+        while i < len(ids):
+            if ids[i : i + len(mark)] == mark:
+                out += [self.pad_id] * image_tokens
+                is_image += [True] * image_tokens
+                i, found = i + len(mark), found + 1
+            else:
+                out.append(ids[i])
+                is_image.append(False)
+                i += 1
+        if found != wanted:
+            raise ValueError(f"{wanted} picture marks in the messages, {found} in their ids")
+        return out, is_image
 
     # -- files -----------------------------------------------------------------------------------
 
