@@ -279,7 +279,12 @@ def _describe(backend: Backend, created: int) -> dict:
         "object": "model",
         "created": created,
         "owned_by": "multimodal-chat",
-        "capabilities": {"images": caps.images, "audio": caps.audio, "context_length": caps.context_length},
+        "capabilities": {
+            "images": caps.images,
+            "described_images": caps.describes_images,
+            "audio": caps.audio,
+            "context_length": caps.context_length,
+        },
     }
 
 

@@ -166,7 +166,7 @@ class ChatService:
 
     def _check_backend(self, backend, attachments: list[Attachment]) -> None:
         kinds = {a.kind for a in attachments}
-        if "image" in kinds and not backend.capabilities.images:
+        if "image" in kinds and not backend.capabilities.takes_images:
             raise Rejected(f"The model {backend.name} cannot see pictures; choose another model or send text.")
         if "audio" in kinds and not backend.capabilities.audio and self.speech.asr_problem:
             raise Rejected(

@@ -63,7 +63,7 @@ def engine_conversation(
     store: ConversationStore, user_key: str, messages, system_prompt: str, backend
 ) -> EngineConversation:
     """Stored messages → the engine's Conversation (media as paths to the stored files)."""
-    takes_images, takes_audio = backend.capabilities.images, backend.capabilities.audio
+    takes_images, takes_audio = backend.capabilities.takes_images, backend.capabilities.audio
     transcript_as_text = not (takes_audio and backend.capabilities.transcribes_audio)
     turns = []
     for message in messages:

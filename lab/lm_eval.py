@@ -57,6 +57,7 @@ def evaluate_scenes(backend, scenes: int, folder, setting: str = "plain") -> dic
     from lab.data.second_renderer import second_scene
 
     scores = {k: [] for k in ("describe", "colour", "shape", "count", "unseen describe", "unseen colour")}
+    misses: list[str] = []  # a few failures, printed: what a person would look at first
     for index in tqdm(range(scenes), desc=f"second-renderer {setting} scenes"):
         scene, image = second_scene(random.Random(f"lm-eval/{index}"), setting)
         path = folder / f"scene-{index}.png"
@@ -67,12 +68,24 @@ def evaluate_scenes(backend, scenes: int, folder, setting: str = "plain") -> dic
         described = reply(backend, "What do you see?", [path])
         scores["describe"].append(all(f"{c} {k}" in described.lower() for c, k in shapes))
         scores["colour"].append(_has(reply(backend, f"What color is the {kind}?", [path]), colour))
-        scores["shape"].append(_has(reply(backend, f"Which shape is {colour}?", [path]), kind))
+        said = reply(backend, f"Which shape is {colour}?", [path])
+        scores["shape"].append(_has(said, kind))
+        if not scores["shape"][-1] and len(misses) < 5:
+            misses.append(f"{scene_words(shapes)}: Which shape is {colour}? -> {said!r}")
         scores["count"].append(_count_ok(reply(backend, "How many shapes are there?", [path]), len(shapes)))
         unseen = reply(backend, "Please list everything drawn in this image.", [path])
         scores["unseen describe"].append(all(f"{c} {k}" in unseen.lower() for c, k in shapes))
-        scores["unseen colour"].append(_has(reply(backend, f"Tell me the colour of the {kind}.", [path]), colour))
+        said = reply(backend, f"Tell me the colour of the {kind}.", [path])
+        scores["unseen colour"].append(_has(said, colour))
+        if not scores["unseen colour"][-1] and len(misses) < 10:
+            misses.append(f"{scene_words(shapes)}: Tell me the colour of the {kind}. -> {said!r}")
+    for miss in misses:
+        print("  missed: " + miss)
     return {k: sum(v) / len(v) for k, v in scores.items()}
+
+
+def scene_words(shapes) -> str:
+    return ", ".join(f"{c} {k}" for c, k in shapes)
 
 
 def evaluate_photos(backend) -> tuple[int, list[tuple[str, str]]]:
@@ -155,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes-only", action="store_true", help="skip photos, factual QA and chit-chat")
     args = parser.parse_args(argv)
     kwargs = {"adapters": args.adapters} if args.adapters else {}
-    ours = LMBackend.smollm2("cpu", transcriber=None, vision=not args.no_vision, **kwargs)
+    ours = LMBackend.smollm2("cpu", transcriber=None, encoders=not args.no_vision, **kwargs)
     print(f"model: {ours.name}")
     for setting in args.settings.split(","):
         with tempfile.TemporaryDirectory() as folder:

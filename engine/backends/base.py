@@ -31,6 +31,13 @@ class Capabilities:
     audio: bool
     context_length: int
     transcribes_audio: bool = False
+    # pictures reach it as the offline tools' findings (text) although it does not see them
+    describes_images: bool = False
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether a picture may be sent to it at all (seen, or described by the tools)."""
+        return self.images or self.describes_images
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,10 @@ class HFBackend:
         self.transcriber = transcriber  # its transcripts are cached with the prepared media (engine.turns)
         self.device = device or next(model.parameters()).device
         self.capabilities = Capabilities(
-            images=vision, audio=transcriber is not None, context_length=context_length(model, self.tokenizer)
+            images=vision,
+            audio=transcriber is not None,
+            context_length=context_length(model, self.tokenizer),
+            describes_images=not vision,
         )
         try:  # a private copy decodes in the generate thread while prompts are tokenized
             self._stream_tokenizer = copy.deepcopy(self.tokenizer)

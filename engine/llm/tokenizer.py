@@ -29,7 +29,8 @@ _LLAMA3_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-IMAGE_MARK = "\ue000"  # where a picture's image tokens go in a message (chat_ids_with_images)
+IMAGE_MARK = "\ue000"  # where a picture's image tokens go in a message (chat_ids_with_media)
+AUDIO_MARK = "\ue001"  # where a clip's audio tokens go
 
 
 def _pre_tokenizer(kind: str):
@@ -123,31 +124,38 @@ class LMTokenizer:
             )
         return list(ids)
 
-    def chat_ids_with_images(
-        self, messages: list[dict], image_tokens: int, add_generation_prompt: bool = True
-    ) -> tuple[list[int], list[bool]]:
-        """`safe_chat_ids` where each IMAGE_MARK in a message's text becomes `image_tokens`
-        placeholders: (ids, which of them are image placeholders). The mark is a private-use
-        character people do not type (callers strip it from typed text) that always encodes to
-        the same few ids when a newline follows it."""
+    def chat_ids_with_media(
+        self, messages: list[dict], counts: list[int], add_generation_prompt: bool = True
+    ) -> tuple[list[int], list[int]]:
+        """`safe_chat_ids` where the i-th IMAGE_MARK or AUDIO_MARK in the messages' text becomes
+        `counts[i]` placeholders: (ids, each one's kind: TEXT, IMAGE or AUDIO of engine.fusion).
+        The marks are private-use characters people do not type (callers strip them from typed
+        text), each always encoded to the same few ids."""
+        from engine.fusion import AUDIO, IMAGE, TEXT
+
         ids = self.safe_chat_ids(messages, add_generation_prompt)
-        mark = self.encode(IMAGE_MARK)
-        wanted = sum(m["content"].count(IMAGE_MARK) for m in messages)
+        marks = [(self.encode(IMAGE_MARK), IMAGE), (self.encode(AUDIO_MARK), AUDIO)]
+        wanted = sum(m["content"].count(IMAGE_MARK) + m["content"].count(AUDIO_MARK) for m in messages)
+        if wanted != len(counts):
+            raise ValueError(f"{wanted} media marks in the messages for {len(counts)} counts")
         out: list[int] = []
-        is_image: list[bool] = []
+        kinds: list[int] = []
         i = found = 0
         while i < len(ids):
-            if ids[i : i + len(mark)] == mark:
-                out += [self.pad_id] * image_tokens
-                is_image += [True] * image_tokens
-                i, found = i + len(mark), found + 1
-            else:
+            mark, kind = next(((m, k) for m, k in marks if ids[i : i + len(m)] == m), (None, TEXT))
+            if mark is None:
                 out.append(ids[i])
-                is_image.append(False)
+                kinds.append(TEXT)
                 i += 1
+                continue
+            if found == len(counts):
+                raise ValueError(f"more media marks in the ids than the {len(counts)} in the messages")
+            out += [self.pad_id] * counts[found]
+            kinds += [kind] * counts[found]
+            i, found = i + len(mark), found + 1
         if found != wanted:
-            raise ValueError(f"{wanted} picture marks in the messages, {found} in their ids")
-        return out, is_image
+            raise ValueError(f"{wanted} media marks in the messages, {found} in their ids")
+        return out, kinds
 
     # -- files -----------------------------------------------------------------------------------
 

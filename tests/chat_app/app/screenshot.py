@@ -1,10 +1,10 @@
-"""Make assets/screenshot.png: the app in a conversation with the built-in model (pictures with
+"""Make assets/screenshot.png: the app in a conversation with the default model (a drawing with
 typed questions, then a spoken question and its transcript, and the replies), in headless
 Chromium with a fake camera and microphone.
 
     .venv/bin/python tests/chat_app/app/screenshot.py [--out assets/screenshot.png] [--model DIR]
 
---model defaults to the shipped built-in model (assets/models/builtin). Needs Debian's
+--model defaults to SmolLM2 with the shipped adapters (`smollm2`). Needs Debian's
 chromium, espeak-ng and sox (and fonts-noto-color-emoji for the icons).
 """
 
@@ -36,11 +36,11 @@ def spoken(text: str, path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE.parents[2] / "assets" / "screenshot.png"))
-    parser.add_argument("--model", default=str(HERE.parents[2] / "assets" / "models" / "builtin"))
+    parser.add_argument("--model", default="smollm2")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="screenshot-"))
-    bear, plain = (HERE.parents[2] / "assets" / "examples" / f"scene-{name}.png" for name in ("bear", "plain"))
-    question = spoken("Is that speech or music?", work / "question.wav")
+    drawing = HERE.parents[2] / "assets" / "examples" / "drawing.png"
+    question = spoken("What is the capital of France?", work / "question.wav")
     server = Server(args.model, work / "data").start()
     try:
         from playwright.sync_api import sync_playwright
@@ -50,17 +50,18 @@ def main() -> int:
                 executable_path=CHROMIUM, args=FLAGS + [f"--use-file-for-fake-audio-capture={question}"]
             )
             page = open_app(browser, server)
-            for text in ("Hello, how are you?", "Do you like music?"):  # earlier conversations
+            for text in ("Hello, how are you?", "Write a haiku about the sea."):  # earlier conversations
                 send(page, text)
                 wait_until_idle(page)
                 page.locator("#new").click()
-            greedy_long_replies(page, 128)  # the small built-in model answers best greedily
+            greedy_long_replies(page, 128)  # small models answer best greedily
             page.locator("#settings").get_by_text("Settings").first.click()  # folded again
             for replies, (picture, text) in enumerate(
-                ((plain, "What do you see?"), (bear, "What does the text say?")), start=1
+                ((drawing, "What do you see?"), (None, "What color is the triangle?")), start=1
             ):
-                page.locator("#box input[type='file']").set_input_files(str(picture))
-                page.wait_for_selector("#box .thumbnails img", timeout=20_000)
+                if picture is not None:
+                    page.locator("#box input[type='file']").set_input_files(str(picture))
+                    page.wait_for_selector("#box .thumbnails img", timeout=20_000)
                 send(page, text)
                 page.wait_for_function(
                     f"document.querySelectorAll(\"#chat [data-testid='bot']\").length >= {replies}", timeout=60_000

@@ -77,6 +77,30 @@ def test_image_turn_keeps_the_picture(service, store, backend, options, image_pn
     assert Path(shown["file"]["path"]).suffix == ".png" and Path(shown["file"]["path"]).is_file()
 
 
+def test_a_text_model_gets_the_picture_described_and_one_that_takes_none_refuses_it(
+    settings, store, image_png, tmp_path
+):
+    """The default kind of model (SmolLM2 through the engine) reads pictures as the tools'
+    findings: the app must send them (this was refused); a model that takes no pictures at all
+    gets a notice, and nothing is stored or lost."""
+    from engine.backends import load_backend
+    from tests.engine.llm.conftest import tiny_llama_folder, tiny_llama_gguf
+
+    gguf = tiny_llama_gguf(tmp_path, tiny_llama_folder(tmp_path, tie=True, max_positions=1024), quantize=False)
+    reader = load_backend(str(gguf), device="cpu", asr=False)
+    blind = FakeBackend(name="blind", images=False)
+    service = ChatService(store, {reader.name: reader, "blind": blind}, settings, FakeSpeech())
+    assert not reader.capabilities.images and reader.capabilities.takes_images
+    updates = run(service.send(KEY, None, "What is this?", [str(image_png)], Options(reader.name, 0.0), "s"))
+    assert updates[-1].notice is None and updates[-1].done
+    user, reply = only_conversation(store).messages
+    assert [a.kind for a in user.attachments] == ["image"] and reply.status == "complete"
+    assert any("described by offline tools" in line for line in reply.settings["report"]["observations"])
+    refused = run(service.send(KEY, None, "And this?", [str(image_png)], Options("blind", 0.0), "s"))
+    assert "cannot see pictures" in refused[-1].notice and not blind.calls
+    assert len(only_conversation(store).messages) == 2  # the first exchange is intact
+
+
 def test_several_images_in_one_turn_and_across_turns(service, store, backend, options, image_png, image_webp):
     cid = run(service.send(KEY, None, "two", [str(image_png), str(image_webp)], options, "s"))[-1].conversation_id
     run(service.send(KEY, cid, "and one more", [str(image_png)], options, "s"))
