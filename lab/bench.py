@@ -3,6 +3,7 @@
     python -m lab.bench                                 # preset "small", auto device
     python -m lab.bench --preset base --device cuda --new-tokens 128
     python -m lab.bench --model assets/models/builtin --json --plot bench.png
+    python -m lab.bench --model smollm2               # the real SmolLM2-135M-Instruct against transformers
 
 Measures, in one run on one machine, with random weights (the checkpoint's for the engine with
 --model) and a random text-only prompt of --prompt-tokens ids, greedy, exactly --new-tokens
@@ -10,7 +11,8 @@ new tokens (no stop ids):
 
 - TTFT and decode tokens/s at batch 1 for the engine (`engine.generation.generate`) and for
   `transformers` `LlamaForCausalLM.generate` of the same width, depth, heads, SwiGLU width and
-  vocabulary (tied embeddings, SDPA attention, KV cache, the same dtype);
+  vocabulary (tied embeddings, SDPA attention, KV cache, the same dtype); with `--model smollm2`
+  or a Llama `.gguf` file, both run that model's real weights (transformers loads the GGUF);
 - aggregate tokens/s of the engine at 1, 4 and 8 concurrent sequences (one batch each).
 
 TTFT is the time from the call to the first new token (prefill included). Decode tokens/s is
@@ -79,6 +81,21 @@ def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype
         eos_token_id=None,
     )
     return LlamaForCausalLM(hf_config).to(device=device, dtype=dtype).eval()
+
+
+def load_pretrained_pair(spec: str, device: torch.device, dtype: torch.dtype):
+    """(the engine's model, transformers' LlamaForCausalLM) with the same real weights from a GGUF."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from engine.llm import load_language_model, load_smollm2
+    from engine.llm.lm import locate_smollm2
+
+    path = locate_smollm2() if spec == "smollm2" else Path(spec)
+    lm = load_smollm2(device, dtype=dtype) if spec == "smollm2" else load_language_model(path, device, dtype=dtype)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype, attn_implementation="sdpa")
+    return lm.model.eval(), hf.to(device).eval()
 
 
 def text_parameters(model: MultimodalModel) -> int:
@@ -285,7 +302,10 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         dtype = default_dtype(device)
         torch.manual_seed(args.seed)
-        if args.model:
+        hf_model = None
+        if args.model and (args.model == "smollm2" or args.model.endswith(".gguf")):
+            model, hf_model = load_pretrained_pair(args.model, device, dtype)
+        elif args.model:
             model, _ = load_checkpoint(args.model, device=device, dtype=dtype)
         else:
             overrides = {"decoder": args.decoder} if args.decoder else {}
@@ -297,7 +317,7 @@ def main(argv=None) -> int:
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         print(f"error: --prompt-tokens + --new-tokens must fit in max_seq_len={config.max_seq_len}", file=sys.stderr)
         return 2
-    hf_model = build_hf_model(config, device, dtype)
+    hf_model = hf_model if hf_model is not None else build_hf_model(config, device, dtype)
     machine = machine_info(device, dtype)  # before the run: the load average is other programs'
     if machine["load_average"] > 0.5 * machine["cores"]:
         print(

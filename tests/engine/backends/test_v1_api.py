@@ -38,7 +38,7 @@ def test_models_list_the_loaded_backend(echo):
     backend, client = echo
     models = client.models.list().data
     assert [m.id for m in models] == ["echo"]
-    assert models[0].capabilities == {"images": True, "audio": True, "context_length": 1024}
+    assert models[0].capabilities == {"images": True, "described_images": False, "audio": True, "context_length": 1024}
     assert client.models.retrieve("echo").id == "echo"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9")

@@ -71,12 +71,12 @@ def test_a_picture_reaches_it_as_the_tools_findings(backend, drawing):
     _, info = ask(backend, Turn(role="user", text="What do you see?", images=[str(drawing)]))
     assert any("shapes: green circle, blue triangle" in line for line in info.observations)
     assert any("reads text only" in line for line in info.observations)
-    head, messages, _, media = backend._messages(
+    head, messages, read, _, adapted = backend._messages(
         Conversation(turns=[Turn(role="user", text="Hi", images=[str(drawing)])])
     )
     assert messages[0]["content"].startswith("[About picture 1, which I attached (described by offline tools): ")
     assert "a green circle and a blue triangle" in messages[0]["content"]
-    assert messages[0]["content"].endswith("]\nHi") and media
+    assert messages[0]["content"].endswith("]\nHi") and adapted and read == [[]]  # no encoders: words only
 
 
 def test_the_oldest_turns_are_dropped_to_fit(backend):
