@@ -5,9 +5,11 @@
     for piece in backend.stream(conversation, GenerationConfig(temperature=0), cancel=event, info=info):
         ...
 
-The model reads text: each picture reaches it as the offline tools' observation line
-("image 1: text: ...; faces: 0; colors: ...; shapes: ..."), each clip as its transcript, both
-written before the message as the built-in model's prompt writes them (`engine.turns`). The
+The model reads text: each picture reaches it as the offline tools' findings in sentences
+("[About picture 1, which I attached (described by offline tools): It is a drawing of ...]"),
+each clip as its transcript, written before the message; with our encoders and projectors in
+the adapters' folder (engine.llm.perception), as projected tokens too. Conversations with a
+picture go to the adapted copy of the model, the rest to its own weights. The
 prompt is the model's own chat template; control tokens a person types stay plain text
 (`LMTokenizer.safe_chat_ids`); the oldest turns are dropped to fit the context window.
 Decoding is the engine's (`engine.generation`: prefill, one-token steps, a cache per reply),

@@ -68,3 +68,13 @@ def test_bad_settings_exit_2_with_one_line(capsys):
 
     assert main(["--preset", "tiny", "--prompt-tokens", "300"]) == 2
     assert capsys.readouterr().err.strip() == "error: --prompt-tokens + --new-tokens must fit in max_seq_len=256"
+
+
+@pytest.mark.slow
+def test_smollm2_runs_the_same_real_weights_in_the_engine_and_in_transformers():
+    """`--model smollm2`: both sides load the GGUF's weights (equal parameter counts, its real shape)."""
+    result = bench("--model", "smollm2", "--json")
+    data = json.loads(result.stdout.rstrip("\n").split("\n")[-1])
+    assert data["config"]["source"] == "smollm2" and data["config"]["d_model"] == 576
+    assert data["params"]["engine_text"] == data["params"]["hf"] == 134_515_008
+    assert positive(data["decode_tok_s"]) and positive(data["hf_decode_tok_s"])
