@@ -1,7 +1,7 @@
 """Our image and audio encoders, with projectors W_i and W_a, in front of a pretrained language model
 (LLaVA / nanoVLM style).
 
-    vision = attach_vision(model, VisionConfig())         # fresh encoder and projector (training)
+    vision = attach(model, VisionConfig())                # fresh encoder and projector (training)
     vision = load_vision(model, "assets/models/smollm2-notes")   # the shipped ones (None: not there)
     hearing = load_hearing(model, "assets/models/smollm2-notes")
     save_part(model, vision, directory)
@@ -107,9 +107,6 @@ def attach(model: MultimodalModel, config: Part) -> Part:
         modality.weight[config.kind].normal_(std=0.02)
     model.fusion.modality = modality
     return config
-
-
-attach_vision = attach_hearing = attach
 
 
 def part_state(model: MultimodalModel, config: Part) -> dict[str, torch.Tensor]:
