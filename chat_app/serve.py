@@ -16,6 +16,7 @@ logins (not for guests of a shared link without a password; `--no-api` turns it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -56,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=2,
+        default=None,
         metavar="N",
-        help="replies generated at once; the others wait in the queue (default 2)",
+        help="replies generated at once; the others wait in the queue (default: as many as the "
+        "models decode in one batch, 8 for smollm2 on a CPU; 2 for models without batching)",
     )
     parser.add_argument(
         "--guest-turns-per-hour",
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(
             data_dir=args.data_dir or default_data_dir(),
             max_upload_mb=args.max_upload_mb,
-            concurrency=args.concurrency,
+            concurrency=args.concurrency or 2,
             guest=guest,
             auth=bool(logins),
             system_prompt=args.system_prompt,
@@ -193,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
         except EngineError as error:
             return _fail(str(error))
         backends[backend.name] = backend
+
+    if args.concurrency is None:  # the queue holds only what exceeds the models' batches
+        parallel = max(getattr(b.capabilities, "parallel_replies", 1) for b in backends.values())
+        settings = dataclasses.replace(settings, concurrency=max(2, parallel))
 
     from chat_app.store import ConversationStore, StoreError
 

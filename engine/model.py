@@ -56,7 +56,7 @@ class MultimodalModel(nn.Module):
         return self.lm_head(self.norm(x[:, -1]))
 
     def new_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> nn.Module:
-        weight = self.lm_head.weight
+        weight = self.norm.weight  # the activations' dtype (the head may hold int8: engine.quantize)
         return self.decoder.new_cache(batch_size, max_len, device or weight.device, dtype or weight.dtype)
 
     def num_parameters(self) -> int:

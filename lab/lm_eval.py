@@ -142,7 +142,7 @@ def chat_cross_entropy(model, tokenizer, pairs) -> float:
     from lab.train_notes import encode, loss_of
 
     losses = [float(loss_of(model, [encode(tokenizer, [{"role": "user", "content": q}], a)], tokenizer.pad_id,
-                            model.lm_head.weight.device)) for q, a in pairs]  # fmt: skip
+                            model.norm.weight.device)) for q, a in pairs]  # fmt: skip
     return sum(losses) / len(losses)
 
 

@@ -33,6 +33,8 @@ class Capabilities:
     transcribes_audio: bool = False
     # pictures reach it as the offline tools' findings (text) although it does not see them
     describes_images: bool = False
+    # replies it decodes at once as one batch (engine.scheduler); the app runs that many together
+    parallel_replies: int = 1
 
     @property
     def takes_images(self) -> bool:

@@ -12,8 +12,11 @@ the adapters' folder (engine.llm.perception), as projected tokens too. Conversat
 picture go to the adapted copy of the model, the rest to its own weights. The
 prompt is the model's own chat template; control tokens a person types stay plain text
 (`LMTokenizer.safe_chat_ids`); the oldest turns are dropped to fit the context window.
-Decoding is the engine's (`engine.generation`: prefill, one-token steps, a cache per reply),
-so any number of threads may stream at once from the one copy of the weights.
+Decoding is the engine's: each model (base, adapted) has one `engine.scheduler.Scheduler`, a
+thread that decodes every reply to it in one continuous batch and keeps each conversation's
+keys and values for its next turn (a reply too long for a slot decodes on its own with
+`engine.generation.generate`), so any number of threads may stream at once from the one copy
+of the weights.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from engine.llm.perception import HearingConfig, VisionConfig, load_hearing, loa
 from engine.llm.tokenizer import AUDIO_MARK, IMAGE_MARK
 from engine.model import MultimodalModel
 from engine.prompt import ContextTooLong
+from engine.quantize import fast_decode_mode, quantize_int8
+from engine.scheduler import Scheduler, SchedulerConfig
 from engine.streaming import stream_text
 from engine.turns import PreparedAudio, PreparedImage, PreparedTurn, prepare_turns
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
@@ -89,8 +94,28 @@ class LMBackend:
         media_model: MultimodalModel | None = None,
         vision: VisionConfig | None = None,
         hearing: HearingConfig | None = None,
+        batching: SchedulerConfig | None | bool = True,
+        decode: str = "auto",
     ):
+        """`batching`: the schedulers' settings; True: `SchedulerConfig.for_device`; None or
+        False: every reply decodes on its own (its own cache, no prefix cache). `decode`: "int8"
+        (engine.quantize: int8 weights, bfloat16 activations), "native" (the weights as loaded),
+        or "auto": int8 on a CPU, native elsewhere (bfloat16 on a GPU)."""
+        if decode == "auto":
+            decode = "int8" if fast_decode_mode(lm.device) == "int8" else "native"
+        if decode not in ("int8", "native"):
+            raise ValueError(f"decode must be auto, int8 or native, not {decode!r}")
+        if decode == "int8" and lm.model.config.decoder == "transformer":
+            shared = media_model is None or media_model is lm.model
+            lm.model = quantize_int8(lm.model)  # the LanguageModel answers with the same weights
+            media_model = lm.model if shared else quantize_int8(media_model)
+        self.decode_mode = decode
         self.lm, self.name, self.transcriber = lm, name, transcriber
+        if batching is True:
+            batching = SchedulerConfig.for_device(lm.device)
+        self.batching = batching or None
+        self._schedulers: dict[int, Scheduler] = {}  # id(model) -> its scheduler, made on first use
+        self._schedulers_lock = threading.Lock()
         self.model = lm.model.eval()
         # what answers a conversation with pictures or recordings in it (the adapted model); a
         # text-only one is answered by the language model exactly as its makers trained it
@@ -104,6 +129,7 @@ class LMBackend:
             audio=transcriber is not None,
             context_length=self.model.config.max_seq_len,
             describes_images=True,
+            parallel_replies=self.batching.slots if self.batching else 1,
         )
         self.sampling = sampling  # SmolLM2's card: temperature 0.2, top-p 0.9
 
@@ -219,6 +245,26 @@ class LMBackend:
 
     # ------------------------------------------------------------------ generation
 
+    def scheduler(self, model: MultimodalModel | None = None) -> Scheduler | None:
+        """The scheduler that decodes replies of `model` (default: the base model); None without batching."""
+        model = self.model if model is None else model
+        if self.batching is None:
+            return None
+        with self._schedulers_lock:
+            scheduler = self._schedulers.get(id(model))
+            if scheduler is None:
+                name = f"{self.name}-{'base' if model is self.model else 'media'}-scheduler"
+                scheduler = Scheduler(model, self.tokenizer.stop_ids, self.tokenizer.pad_id, self.batching, name=name)
+                self._schedulers[id(model)] = scheduler
+            return scheduler
+
+    def close(self) -> None:
+        """Stop the schedulers' threads (a reply still streaming gets an error)."""
+        with self._schedulers_lock:
+            for scheduler in self._schedulers.values():
+                scheduler.close()
+            self._schedulers.clear()
+
     def stream(
         self,
         conversation: Conversation,
@@ -232,7 +278,11 @@ class LMBackend:
         inputs, media = self._prompt_ids(conversation, config, info)
         stop_ids = self.tokenizer.stop_ids
         model = self.media_model if media else self.model
-        tokens = generate(model, inputs, config, stop_ids, cancel, pad_id=self.tokenizer.pad_id)
+        scheduler = self.scheduler(model)
+        if scheduler is not None and scheduler.fits(inputs, config):
+            tokens = scheduler.generate(inputs, config, cancel)
+        else:
+            tokens = generate(model, inputs, config, stop_ids, cancel, pad_id=self.tokenizer.pad_id)
         try:
             yield from stream_text(tokens, self.tokenizer, config.stop, info, started, end_ids=stop_ids)
         except GeneratorExit:

@@ -48,7 +48,7 @@ class LanguageModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.model.norm.weight.device
 
     def inputs(self, ids: list[int]) -> ModelInputs:
         """One text-only prompt as ModelInputs on the model's device."""

@@ -29,12 +29,21 @@ DESCRIBE = ("What do you see?", "Describe the picture.", "What's in this image?"
             "Tell me about this image.", "Can you describe what I sent?", "What does the picture show?",
             "what is this", "Look at this. What is it?", "Describe it briefly.", "What's on it?",
             "What can you see in my picture?", "Explain what the image contains.")  # fmt: skip
+# questions naming a colour and asking which shape has it
+WHICH = ("Which shape is {colour}?", "What is {colour}?", "What shape is the {colour} one?", "Which one is {colour}?",
+         "What is the {colour} shape?", "Name the {colour} shape.", "Which of the shapes is {colour}?",
+         "The {colour} one is which shape?", "What's the {colour} thing?", "Identify the {colour} shape.",
+         "what shape is {colour}", "Tell me which shape is {colour}.", "Is anything {colour}? Which shape?")  # fmt: skip
 COUNT = ("How many shapes are there?", "How many shapes do you see?", "How many things are drawn?",
          "Count the shapes.", "how many shapes", "What is the number of shapes in it?",
          "How many objects are in the drawing?")  # fmt: skip
 COLOUR = ("What color is the {kind}?", "What colour is the {kind}?", "Which color is the {kind}?",
           "What's the color of the {kind}?", "the {kind} is what colour?", "Which colour does the {kind} have?",
-          "Can you tell me what color the {kind} is?")  # fmt: skip
+          "Can you tell me what color the {kind} is?", "Name the colour of the {kind}.",
+          "Say what color the {kind} is.", "I'd like to know the {kind}'s colour.", "{kind} colour?",
+          "Give me the color of the {kind}, please.", "What colour has the {kind} got?",
+          "Do you know which colour the {kind} is?", "colour of the {kind}", "And the {kind}? What color?",
+          "Describe the colour of the {kind}.")  # fmt: skip
 
 
 def _article(name: str) -> str:
@@ -105,7 +114,7 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
     parts = _shape_parts(findings)
     options = ["describe", "describe", "text", "faces"]
     if findings.shapes is not None:
-        options += ["count", "count", "colour", "colour", "colour", "which", "yes_no", "missing"]
+        options += ["count", "count", "colour", "colour", "colour", "which", "which", "which", "yes_no", "missing"]
     choice = rng.choice(options)
     if choice == "describe":
         return rng.choice(DESCRIBE), describe(findings)
@@ -133,7 +142,7 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
             return q, f"The {kind} is {same[0]}."
         return q, f"There are {NUMBER_WORDS[len(same)]} {_plural(kind)}: {_and(same)}."
     if choice == "which":
-        q = rng.choice((f"Which shape is {colour}?", f"What is {colour}?", f"What shape is the {colour} one?"))
+        q = rng.choice(WHICH).format(colour=colour)
         kinds = [k.removesuffix(" outline") for c, k in parts if c == colour]
         return q, f"The {colour} shape is {_listing(kinds)}." if len(
             kinds

@@ -1,0 +1,376 @@
+"""Continuous batching: one thread owns a model and decodes every reply to it as one batch.
+
+    scheduler = Scheduler(model, stop_ids={end_id}, pad_id=0, config=SchedulerConfig(slots=8))
+    for tokens in scheduler.generate(inputs, GenerationConfig(), cancel=event):
+        ...                      # tokens: (1,), as engine.generation.generate yields for one row
+    scheduler.close()
+
+Each reply gets a slot (a row) of one preallocated KV cache. Between decode steps the thread
+admits waiting replies into free slots (a prefill each), then runs one decode step for every
+active slot together and hands each reply its token; a reply that stops, reaches its limit,
+is cancelled (its `cancel` set or its generator closed) or fails leaves at once, and its slot
+takes the next waiting reply. Each reply samples with its own settings and generator.
+
+Prefix cache: when a text-only reply ends, the keys and values of everything its slot read
+(prompt and reply) are kept, keyed by those token ids, in an LRU of at most
+`prefix_cache_mb`. A later prompt that starts with the same ids (the next turn of that
+conversation, a regenerate) copies them into its slot and prefills only the rest; an edited
+turn, another system prompt or another model (each model has its own scheduler) shares a
+shorter prefix or none, so nothing stale is ever read. `stats` counts hits and reused tokens.
+
+The cache is allocated on the first request and released after `idle_release_s` without
+work, so memory returns to its baseline after a load.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.decoder import KVCache, TransformerCache
+from engine.fusion import TEXT, ModelInputs
+from engine.generation import decode_one_token, make_generator, prefill, sample
+from engine.model import MultimodalModel
+from engine.types import GenerationConfig
+
+_END = object()  # put on a reply's queue when it is over
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How many replies decode together and how much memory their caches may take."""
+
+    slots: int = 8  # replies decoded in one batch; the rest wait
+    slot_len: int = 2048  # tokens (prompt + reply) one slot holds; longer replies decode on their own
+    prefix_cache_mb: float = 256.0  # finished conversations' keys and values kept for their next turn
+    idle_release_s: float = 10.0  # the batch cache is freed after this long without work
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> SchedulerConfig:
+        """8 slots on a CPU (decode there is bound by memory bandwidth up to about that batch), 32 on a GPU."""
+        if torch.device(device).type == "cuda":
+            return cls(slots=32, slot_len=4096, prefix_cache_mb=2048.0)
+        return cls()
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.slot_len < 2:
+            raise ValueError("a scheduler needs at least one slot of at least two tokens")
+
+
+@dataclass
+class SchedulerStats:
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+    reused_tokens: int = 0  # prompt tokens copied from the prefix cache instead of prefilled
+    prefilled_tokens: int = 0
+    decode_steps: int = 0
+    largest_batch: int = 0
+
+
+class _RowView:
+    """The rows `rows` of one layer's KVCache, written in place (same `update` as KVCache)."""
+
+    update = KVCache.update
+
+    def __init__(self, layer: KVCache, rows: slice):
+        self.k, self.v = layer.k[rows], layer.v[rows]  # (b, KV, slot_len, D) views
+
+
+class _CacheView:
+    """What the decoder needs of a cache (`.layers`), over some rows of the batch cache."""
+
+    def __init__(self, cache: TransformerCache, rows: slice):
+        self.layers = [_RowView(layer, rows) for layer in cache.layers]
+
+
+@dataclass
+class _Reply:
+    inputs: ModelInputs
+    config: GenerationConfig
+    cancel: threading.Event | None
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    closed: bool = False  # the consumer went away
+    slot: int = -1
+    fed: list[int] = field(default_factory=list)  # ids whose keys and values the slot holds, in order
+    produced: int = 0
+    next_token: int = 0  # sampled, handed out, not yet fed
+    generator: torch.Generator | None = None
+    seen: torch.Tensor | None = None  # (1, V) for the repetition penalty
+
+    @property
+    def over(self) -> bool:
+        return self.closed or (self.cancel is not None and self.cancel.is_set())
+
+    @property
+    def text_only(self) -> bool:
+        inputs = self.inputs
+        return (
+            inputs.images is None and not inputs.audio and not inputs.slots and bool((inputs.media_kind == TEXT).all())
+        )
+
+
+class PrefixCache:
+    """Keys and values of finished conversations, keyed by their token ids; LRU within `budget_bytes`."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # the scheduler's thread reads and writes; others may clear
+
+    @staticmethod
+    def _size(layers) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+    def longest(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """(how many leading ids of `ids` an entry holds, that entry's layers); (0, None) if none."""
+        with self._lock:
+            return self._longest(ids)
+
+    def _longest(self, ids: list[int]):
+        best, found = 0, None
+        for key, layers in self._entries.items():
+            if not key or key[0] != ids[0]:
+                continue
+            n = min(len(key), len(ids))
+            same = next((i for i in range(n) if key[i] != ids[i]), n)
+            if same > best:
+                best, found, best_key = same, layers, key
+        if found is not None:
+            self._entries.move_to_end(best_key)
+        return best, found
+
+    def put(self, ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        key = tuple(ids)
+        size = self._size(layers)
+        if size > self.budget:
+            return
+        with self._lock:
+            self._put(key, layers, size)
+
+    def _put(self, key, layers, size: int) -> None:
+        for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
+            self._bytes -= self._size(self._entries.pop(old))  # a shorter form of the same conversation
+        self._entries[key] = layers
+        self._bytes += size
+        while self._bytes > self.budget:
+            self._bytes -= self._size(self._entries.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Scheduler:
+    """One thread that owns `model` and runs every reply to it in one continuous batch."""
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        stop_ids: set[int],
+        pad_id: int = 0,
+        config: SchedulerConfig = SchedulerConfig(),
+        name: str = "scheduler",
+    ):
+        if model.config.decoder != "transformer":
+            raise ValueError("continuous batching needs a Transformer decoder (its cache has one row per reply)")
+        self.model, self.stop_ids, self.pad_id, self.config = model, set(stop_ids), pad_id, config
+        self.slot_len = min(config.slot_len, model.config.max_seq_len)
+        self.prefix_cache = PrefixCache(int(config.prefix_cache_mb * 2**20))
+        self.stats = SchedulerStats()
+        self._waiting: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closed = False
+        self._cache: TransformerCache | None = None
+        self._slots: list[_Reply | None] = [None] * config.slots
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    def fits(self, inputs: ModelInputs, config: GenerationConfig) -> bool:
+        """Whether the reply fits one slot (else decode it alone with engine.generation.generate)."""
+        return inputs.ids.shape[0] == 1 and int(inputs.lengths[0]) + config.max_new_tokens <= self.slot_len
+
+    def generate(
+        self, inputs: ModelInputs, config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The reply's tokens, (1,) each, the stop token included, as engine.generation.generate
+        yields for a batch of one; an error of this reply alone is raised here."""
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        if not self.fits(inputs, config):
+            raise ValueError(f"a reply to one prompt of at most {self.slot_len} tokens with its new tokens")
+        reply = _Reply(inputs=inputs, config=config, cancel=cancel)
+        self._waiting.put(reply)
+        self._wake.set()
+        try:
+            while True:
+                item = reply.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reply.closed = True  # the thread frees the slot at its next step
+            self._wake.set()
+
+    @property
+    def active(self) -> int:
+        """Replies in the batch right now."""
+        return sum(r is not None for r in self._slots)
+
+    @property
+    def cache_allocated(self) -> bool:
+        return self._cache is not None
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        with torch.inference_mode():
+            while not self._closed:
+                self._drop_finished()
+                self._admit()
+                if self.active:
+                    self._step()
+                    idle_since = time.monotonic()
+                    continue
+                if self._cache is not None and time.monotonic() - idle_since >= self.config.idle_release_s:
+                    self._cache = None  # memory back to its baseline
+                self._wake.wait(timeout=min(1.0, self.config.idle_release_s))
+                self._wake.clear()
+        for index, reply in enumerate(self._slots):
+            if reply is not None:
+                self._finish(index, RuntimeError("the scheduler was closed"))
+        while not self._waiting.empty():
+            self._waiting.get().out.put(RuntimeError("the scheduler was closed"))
+
+    def _ensure_cache(self) -> TransformerCache:
+        if self._cache is None:
+            self._cache = self.model.new_cache(self.config.slots, self.slot_len)
+        return self._cache
+
+    def _drop_finished(self) -> None:
+        for index, reply in enumerate(self._slots):
+            if reply is not None and reply.over:
+                self._finish(index, None)  # what it read stays valid for the next turn
+
+    def _admit(self) -> None:
+        while not self._waiting.empty() and None in self._slots:
+            reply = self._waiting.get()
+            if reply.over:
+                reply.out.put(_END)
+                continue
+            index = self._slots.index(None)
+            try:
+                self._prefill(index, reply)
+            except Exception as error:  # noqa: BLE001 - this reply's error, the batch goes on
+                self._slots[index] = None
+                reply.out.put(error)
+
+    def _prefill(self, index: int, reply: _Reply) -> None:
+        cache = self._ensure_cache()
+        inputs = reply.inputs
+        ids = inputs.ids[0, : int(inputs.lengths[0])].tolist()
+        start = 0
+        if reply.text_only:
+            start, layers = self.prefix_cache.longest(ids)
+            start = min(start, len(ids) - 1)  # at least one token is read, for its logits
+            if start > 0:
+                for layer, (k, v) in zip(cache.layers, layers, strict=True):
+                    layer.k[index, :, :start] = k[:, :start]  # (KV, start, D)
+                    layer.v[index, :, :start] = v[:, :start]
+                self.stats.prefix_hits += 1
+                self.stats.reused_tokens += start
+            else:
+                self.stats.prefix_misses += 1
+        device = inputs.ids.device
+        rest = ModelInputs(
+            ids=inputs.ids[:, start : len(ids)],
+            positions=torch.arange(start, len(ids), device=device)[None],
+            lengths=torch.tensor([len(ids) - start], device=device),
+            media_kind=inputs.media_kind[:, start : len(ids)],
+            images=inputs.images,
+            audio=inputs.audio,
+            slots=inputs.slots,
+        )
+        self.stats.prefilled_tokens += len(ids) - start
+        logits = prefill(self.model, rest, _CacheView(cache, slice(index, index + 1)))  # (1, V)
+        config = reply.config
+        reply.generator = make_generator(config.seed, device)
+        if config.repetition_penalty != 1.0:
+            reply.seen = torch.zeros(1, self.model.config.vocab_size, dtype=torch.bool, device=device)
+            reply.seen[0, inputs.ids[0, : len(ids)]] = True
+        reply.slot, reply.fed = index, ids
+        self._slots[index] = reply
+        self._hand_out(index, reply, logits)
+
+    def _hand_out(self, index: int, reply: _Reply, logits: torch.Tensor) -> None:
+        """Sample the reply's next token from logits (1, V), give it, and end the reply if it is over."""
+        token = sample(logits, reply.config, reply.generator, reply.seen)  # (1,)
+        reply.out.put(token)
+        reply.produced += 1
+        value = int(token[0])
+        reply.next_token = value
+        if reply.seen is not None:
+            reply.seen[0, value] = True
+        if value in self.stop_ids or reply.produced >= reply.config.max_new_tokens or len(reply.fed) >= self.slot_len:
+            self._finish(index, None)
+
+    def _step(self) -> None:
+        """One decode step for every active slot: rows 0 .. the last active one (an idle row in
+        between reads a pad token at position 0 of its own row, which nothing uses)."""
+        last = max(i for i, r in enumerate(self._slots) if r is not None)
+        rows = self._slots[: last + 1]
+        device = self.model.norm.weight.device
+        tokens = torch.tensor([r.next_token if r else self.pad_id for r in rows], device=device)  # (b,)
+        positions = torch.tensor([len(r.fed) if r else 0 for r in rows], device=device)  # (b,)
+        try:
+            logits = decode_one_token(self.model, tokens, positions, _CacheView(self._cache, slice(0, last + 1)))
+        except Exception as error:  # noqa: BLE001 - nothing of this step can be trusted
+            for index, reply in enumerate(rows):
+                if reply is not None:
+                    self._finish(index, error, keep=False)
+            return
+        self.stats.decode_steps += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, sum(r is not None for r in rows))
+        for index, reply in enumerate(rows):
+            if reply is None:
+                continue
+            reply.fed.append(reply.next_token)
+            if reply.over:
+                self._finish(index, None)
+                continue
+            self._hand_out(index, reply, logits[index : index + 1])
+
+    def _finish(self, index: int, error: BaseException | None, keep: bool = True) -> None:
+        reply = self._slots[index]
+        self._slots[index] = None
+        if reply is None:
+            return
+        if keep and error is None and reply.text_only and self._cache is not None and len(reply.fed) > 1:
+            n = len(reply.fed)
+            layers = [(layer.k[index, :, :n].clone(), layer.v[index, :, :n].clone()) for layer in self._cache.layers]
+            self.prefix_cache.put(reply.fed, layers)  # each (KV, n, D)
+        reply.out.put(error if error is not None else _END)

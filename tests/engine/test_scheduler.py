@@ -1,0 +1,202 @@
+"""Continuous batching (engine.scheduler): batched replies equal solo ones, cancel and errors stay
+within their reply, the prefix cache hits and invalidates, memory is released when idle."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+from engine.fusion import TEXT, ModelInputs
+from engine.generation import generate
+from engine.scheduler import Scheduler, SchedulerConfig
+from engine.types import GenerationConfig
+
+GREEDY = GenerationConfig(temperature=0, max_new_tokens=24)
+NO_STOP: set[int] = set()
+
+
+def inputs(ids: list[int]) -> ModelInputs:
+    tensor = torch.tensor([ids])
+    return ModelInputs(
+        ids=tensor,
+        positions=torch.arange(len(ids))[None],
+        lengths=torch.tensor([len(ids)]),
+        media_kind=torch.full_like(tensor, TEXT),
+    )
+
+
+def solo(model, ids, config=GREEDY, stop_ids=NO_STOP) -> list[int]:
+    return [int(t[0]) for t in generate(model, inputs(ids), config, stop_ids)]
+
+
+def prompt(seed: int, length: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(5, 300, (length,), generator=generator).tolist()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=1)
+
+
+@pytest.fixture
+def scheduler(model):
+    scheduler = Scheduler(model, stop_ids=NO_STOP, config=SchedulerConfig(slots=4, slot_len=256))
+    yield scheduler
+    scheduler.close()
+
+
+def run_together(scheduler, prompts, configs=None, delays=None) -> list[list[int] | BaseException]:
+    results: list = [None] * len(prompts)
+
+    def one(i):
+        time.sleep(delays[i] if delays else 0)
+        try:
+            results[i] = [int(t[0]) for t in scheduler.generate(inputs(prompts[i]), (configs or {}).get(i, GREEDY))]
+        except Exception as error:  # noqa: BLE001 - the test looks at it
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_batched_greedy_replies_equal_solo_ones(model, scheduler):
+    prompts = [prompt(i, 3 + 7 * i) for i in range(6)]  # 6 replies, 4 slots: two wait, then join
+    together = run_together(scheduler, prompts, delays=[0.0, 0.0, 0.01, 0.05, 0.1, 0.1])
+    assert together == [solo(model, p) for p in prompts]
+    assert scheduler.stats.largest_batch >= 2
+    assert scheduler.stats.decode_steps < sum(len(r) for r in together)  # steps were shared
+
+
+def test_each_reply_samples_with_its_own_settings(model, scheduler):
+    prompts = [prompt(10, 9), prompt(11, 4), prompt(12, 15)]
+    configs = {
+        0: GenerationConfig(temperature=0.9, top_p=0.8, seed=7, max_new_tokens=20),
+        1: GenerationConfig(temperature=0, max_new_tokens=5),
+        2: GenerationConfig(temperature=1.2, top_k=20, repetition_penalty=1.3, seed=3, max_new_tokens=30),
+    }
+    together = run_together(scheduler, prompts, configs)
+    assert together == [solo(model, p, configs[i]) for i, p in enumerate(prompts)]
+    assert [len(r) for r in together] == [20, 5, 30]
+
+
+def test_a_stop_token_ends_only_its_reply(model):
+    free = solo(model, prompt(20, 6))
+    stop = free[5]
+    scheduler = Scheduler(model, stop_ids={stop}, config=SchedulerConfig(slots=2, slot_len=128))
+    try:
+        other = prompt(21, 11)
+        together = run_together(scheduler, [prompt(20, 6), other])
+    finally:
+        scheduler.close()
+    assert together[0] == free[: free.index(stop) + 1]  # the stop token is the last one given
+    assert together[1] == solo(model, other, stop_ids={stop})
+
+
+def test_cancel_mid_batch_frees_the_slot_at_once(model):
+    scheduler = Scheduler(model, stop_ids=NO_STOP, config=SchedulerConfig(slots=2, slot_len=512))
+    long = GenerationConfig(temperature=0, max_new_tokens=200)
+    try:
+        cancel = threading.Event()
+        first = scheduler.generate(inputs(prompt(30, 5)), long, cancel)
+        second = scheduler.generate(inputs(prompt(31, 5)), long)
+        next(first), next(second)
+        assert scheduler.active == 2
+        waiting = scheduler.generate(inputs(prompt(32, 5)), GREEDY)
+        got_third = threading.Event()
+        threading.Thread(target=lambda: (next(waiting), got_third.set()), daemon=True).start()
+        time.sleep(0.05)
+        assert not got_third.is_set()  # both slots are taken
+        cancel.set()
+        assert got_third.wait(5)  # the cancelled reply's slot went to the waiting one
+        assert list(first) == [] or len(list(first)) < 200
+        second.close()  # closing the generator cancels too
+        deadline = time.monotonic() + 5
+        while scheduler.active > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler.active <= 1
+    finally:
+        scheduler.close()
+
+
+def test_a_bad_request_in_a_full_batch_gets_its_error_while_the_others_finish(model, scheduler):
+    bad = [5, 6, model.config.vocab_size + 50]  # an id outside the vocabulary
+    prompts = [prompt(40, 8), bad, prompt(41, 13), prompt(42, 3)]
+    together = run_together(scheduler, prompts, delays=[0, 0.02, 0, 0])
+    assert isinstance(together[1], (IndexError, RuntimeError))
+    for i in (0, 2, 3):
+        assert together[i] == solo(model, prompts[i])
+
+
+def test_the_next_turn_reuses_the_conversations_cache(model, scheduler):
+    first_prompt = prompt(50, 40)
+    first = run_together(scheduler, [first_prompt])[0]
+    assert scheduler.stats.prefix_hits == 0 and len(scheduler.prefix_cache) == 1
+    # the next turn: the whole first exchange (what the slot read), then new words
+    second_prompt = first_prompt + first[:-1] + prompt(51, 9)
+    second = run_together(scheduler, [second_prompt])[0]
+    assert scheduler.stats.prefix_hits == 1
+    assert scheduler.stats.reused_tokens == len(first_prompt) + len(first) - 1
+    assert second == solo(model, second_prompt)
+    # regenerate: the same prompt again reads all but its last token from the cache
+    again = run_together(scheduler, [second_prompt])[0]
+    assert again == second and scheduler.stats.prefix_hits == 2
+
+
+def test_an_edited_turn_or_another_system_prompt_reuses_only_what_is_the_same(model, scheduler):
+    base = prompt(60, 30)
+    run_together(scheduler, [base])
+    edited = base[:12] + [7, 8, 9] + base[15:]  # a change at token 12
+    reused_before = scheduler.stats.reused_tokens
+    assert run_together(scheduler, [edited])[0] == solo(model, edited)
+    assert scheduler.stats.reused_tokens - reused_before == 12
+    other_system = [3] + base[1:]  # differs from the first token: nothing to reuse
+    hits = scheduler.stats.prefix_hits
+    assert run_together(scheduler, [other_system])[0] == solo(model, other_system)
+    assert scheduler.stats.prefix_hits == hits
+
+
+def test_the_prefix_cache_stays_within_its_budget(model):
+    per_token = 2 * model.config.n_layers * model.config.kv_heads * model.config.head_dim * 4  # fp32 k and v
+    budget_mb = 100 * per_token / 2**20  # room for 100 tokens
+    scheduler = Scheduler(model, NO_STOP, config=SchedulerConfig(slots=2, slot_len=128, prefix_cache_mb=budget_mb))
+    try:
+        for seed in range(5):
+            run_together(scheduler, [prompt(70 + seed, 30)])  # 30 + 23 fed tokens each
+        assert scheduler.prefix_cache.nbytes <= 100 * per_token
+        assert len(scheduler.prefix_cache) == 1  # the most recent one
+    finally:
+        scheduler.close()
+
+
+def test_memory_is_released_when_idle(model):
+    scheduler = Scheduler(model, NO_STOP, config=SchedulerConfig(slots=2, slot_len=64, idle_release_s=0.2))
+    try:
+        run_together(scheduler, [prompt(80, 5)])
+        deadline = time.monotonic() + 5
+        while scheduler.cache_allocated and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not scheduler.cache_allocated
+        assert run_together(scheduler, [prompt(80, 5)])[0] == solo(model, prompt(80, 5))  # and comes back
+    finally:
+        scheduler.close()
+
+
+def test_a_reply_too_long_for_a_slot_is_refused_by_fits(model, scheduler):
+    assert scheduler.fits(inputs(prompt(1, 10)), GREEDY)
+    assert not scheduler.fits(inputs(prompt(1, 250)), GREEDY)
+    with pytest.raises(ValueError):
+        next(scheduler.generate(inputs(prompt(1, 250)), GREEDY))
+
+
+def test_the_lstm_decoder_is_refused_by_name():
+    with pytest.raises(ValueError, match="Transformer"):
+        Scheduler(tiny_model(decoder="lstm"), NO_STOP)
