@@ -42,7 +42,7 @@ def decode_rate(lm: LanguageModel, new_tokens: int = 64) -> float:
     config = GenerationConfig(temperature=0, max_new_tokens=new_tokens)
     messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
     times = []
-    for token in lm.generate_ids(messages, config):
+    for _ in lm.generate_ids(messages, config):
         times.append(time.perf_counter())
     return (len(times) - 1) / (times[-1] - times[0])
 

@@ -30,7 +30,8 @@ DESCRIBE = ("What do you see?", "Describe the picture.", "What's in this image?"
             "what is this", "Look at this. What is it?", "Describe it briefly.", "What's on it?",
             "What can you see in my picture?", "Explain what the image contains.")  # fmt: skip
 # questions naming a colour and asking which shape has it
-WHICH = ("Which shape is {colour}?", "What is {colour}?", "What shape is the {colour} one?", "Which one is {colour}?",
+WHICH = ("Which shape is {colour}?", "What is {colour}?", "What shape is the {colour} one?",
+         "Which one is {colour}?",
          "What is the {colour} shape?", "Name the {colour} shape.", "Which of the shapes is {colour}?",
          "The {colour} one is which shape?", "What's the {colour} thing?", "Identify the {colour} shape.",
          "what shape is {colour}", "Tell me which shape is {colour}.", "Is anything {colour}? Which shape?")  # fmt: skip
