@@ -34,7 +34,8 @@ WHICH = ("Which shape is {colour}?", "What is {colour}?", "What shape is the {co
          "Which one is {colour}?",
          "What is the {colour} shape?", "Name the {colour} shape.", "Which of the shapes is {colour}?",
          "The {colour} one is which shape?", "What's the {colour} thing?", "Identify the {colour} shape.",
-         "what shape is {colour}", "Tell me which shape is {colour}.", "Is anything {colour}? Which shape?")  # fmt: skip
+         "what shape is {colour}", "Tell me which shape is {colour}.",
+         "Is anything {colour}? Which shape?")  # fmt: skip
 COUNT = ("How many shapes are there?", "How many shapes do you see?", "How many things are drawn?",
          "Count the shapes.", "how many shapes", "What is the number of shapes in it?",
          "How many objects are in the drawing?")  # fmt: skip
