@@ -4,6 +4,7 @@
     python -m lab.bench --preset base --device cuda --new-tokens 128
     python -m lab.bench --model assets/models/builtin --json --plot bench.png
     python -m lab.bench --model smollm2               # the real SmolLM2-135M-Instruct against transformers
+    python -m lab.bench --model smollm2 --decode int8 # the engine's fast decode step (engine.quantize)
 
 Measures, in one run on one machine, with random weights (the checkpoint's for the engine with
 --model) and a random text-only prompt of --prompt-tokens ids, greedy, exactly --new-tokens
@@ -227,7 +228,7 @@ def report(result: dict) -> str:
         f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
         f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
         f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
-        f"run      device {m['device']}, dtype {m['dtype']}, {c['prompt_tokens']} prompt tokens, "
+        f"run      device {m['device']}, dtype {m['dtype']} (engine weights: {c['decode']}), {c['prompt_tokens']} prompt tokens, "
         f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
         f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
         f"heads={c['n_heads']} ffn={c['ffn_hidden']} vocab={c['vocab_size']}",
@@ -284,6 +285,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--decode",
+        default="native",
+        choices=["native", "int8"],
+        help="the engine's weights: as loaded (default) or int8 with bfloat16 activations (what the app "
+        "uses on a CPU); transformers always runs the loaded dtype",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     parser.add_argument("--plot", metavar="PNG", help="write a bar chart comparing engine and HF")
     args = parser.parse_args(argv)
@@ -313,6 +321,10 @@ def main(argv=None) -> int:
     except EngineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.decode == "int8":
+        from engine.quantize import quantize_int8
+
+        model = quantize_int8(model)
     config = model.config
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         print(f"error: --prompt-tokens + --new-tokens must fit in max_seq_len={config.max_seq_len}", file=sys.stderr)
@@ -342,6 +354,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "seed": args.seed,
+        "decode": args.decode,
     }
     print(report(result))
     if args.plot:
