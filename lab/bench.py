@@ -228,7 +228,8 @@ def report(result: dict) -> str:
         f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
         f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
         f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
-        f"run      device {m['device']}, dtype {m['dtype']} (engine weights: {c['decode']}), {c['prompt_tokens']} prompt tokens, "
+        f"run      device {m['device']}, dtype {m['dtype']} (engine weights: {c['decode']}), "
+        f"{c['prompt_tokens']} prompt tokens, "
         f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
         f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
         f"heads={c['n_heads']} ffn={c['ffn_hidden']} vocab={c['vocab_size']}",
