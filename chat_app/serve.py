@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(
             data_dir=args.data_dir or default_data_dir(),
             max_upload_mb=args.max_upload_mb,
-            concurrency=args.concurrency or 2,
+            concurrency=2 if args.concurrency is None else args.concurrency,
             guest=guest,
             auth=bool(logins),
             system_prompt=args.system_prompt,
