@@ -6,6 +6,10 @@
     python -m lab.bench --model smollm2               # the real SmolLM2-135M-Instruct against transformers
     python -m lab.bench --model smollm2 --decode int8 # the engine's fast decode step (engine.quantize)
 
+With --model smollm2 (or a .gguf) and `llama_cpp` importable (`pip install llama-cpp-python`,
+a ~10 min source build on 2 cores), llama.cpp runs the same GGUF at batch 1 too, on every core,
+with its own quantized weights, the same prompt ids, greedy (its prompt cache reset each run).
+
 Measures, in one run on one machine, with random weights (the checkpoint's for the engine with
 --model) and a random text-only prompt of --prompt-tokens ids, greedy, exactly --new-tokens
 new tokens (no stop ids):
@@ -37,6 +41,7 @@ import statistics
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -86,17 +91,20 @@ def build_hf_model(config: ModelConfig, device: torch.device, dtype: torch.dtype
 
 def load_pretrained_pair(spec: str, device: torch.device, dtype: torch.dtype):
     """(the engine's model, transformers' LlamaForCausalLM) with the same real weights from a GGUF."""
-    from pathlib import Path
-
     from transformers import AutoModelForCausalLM
 
     from engine.llm import load_language_model, load_smollm2
-    from engine.llm.lm import locate_smollm2
 
-    path = locate_smollm2() if spec == "smollm2" else Path(spec)
+    path = gguf_path(spec)
     lm = load_smollm2(device, dtype=dtype) if spec == "smollm2" else load_language_model(path, device, dtype=dtype)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype, attn_implementation="sdpa")
     return lm.model.eval(), hf.to(device).eval()
+
+
+def gguf_path(spec: str) -> Path:
+    from engine.llm.lm import locate_smollm2
+
+    return locate_smollm2() if spec == "smollm2" else Path(spec)
 
 
 def text_parameters(model: MultimodalModel) -> int:
@@ -161,6 +169,27 @@ def time_hf(model, ids: torch.Tensor, new_tokens: int) -> list[float]:
     return [started, *streamer.times]
 
 
+def llama_cpp_runner(gguf: Path, context: int):
+    """time_llama_cpp bound to one llama.cpp model of `gguf`, or None when llama_cpp is not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(gguf), n_ctx=context, n_batch=512, n_threads=os.cpu_count(), verbose=False)
+    return lambda ids, new_tokens: time_llama_cpp(llm, ids, new_tokens)
+
+
+def time_llama_cpp(llm, ids: torch.Tensor, new_tokens: int) -> list[float]:
+    """Clock readings: [call, token 1, ..., token N] for llama.cpp's greedy generate of the same ids."""
+    llm.reset()  # no prompt reuse from the previous run: it prefills the whole prompt, as the others do
+    times = [time.perf_counter()]
+    for _ in llm.generate(ids[0].tolist(), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+        times.append(time.perf_counter())
+        if len(times) == new_tokens + 1:
+            break
+    return times
+
+
 def ttft_and_rate(times: list[float]) -> tuple[float, float]:
     """(TTFT in ms, decode tokens/s) from [call, token 1, ..., token N]."""
     return 1000 * (times[1] - times[0]), (len(times) - 2) / (times[-1] - times[1])
@@ -203,12 +232,17 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    names, colours = ["engine", "HF transformers"], ["tab:blue", "tab:orange"]
+    ttft, rate = [result["ttft_ms"], result["hf_ttft_ms"]], [result["decode_tok_s"], result["hf_decode_tok_s"]]
+    if "llama_cpp_decode_tok_s" in result:
+        names, colours = [*names, "llama.cpp"], [*colours, "tab:green"]
+        ttft, rate = [*ttft, result["llama_cpp_ttft_ms"]], [*rate, result["llama_cpp_decode_tok_s"]]
     pairs = [
-        ("time to first token (ms, lower is better)", result["ttft_ms"], result["hf_ttft_ms"]),
-        ("batch-1 decode tokens/s (higher is better)", result["decode_tok_s"], result["hf_decode_tok_s"]),
+        ("time to first token (ms, lower is better)", ttft),
+        ("batch-1 decode tokens/s (higher is better)", rate),
     ]
-    for axis, (title, ours, theirs) in zip(axes, pairs):
-        axis.bar(["engine", "HF transformers"], [ours, theirs], color=["tab:blue", "tab:orange"])
+    for axis, (title, values) in zip(axes, pairs):
+        axis.bar(names, values, color=colours)
         axis.set_title(title, fontsize=9)
     axes[2].bar(list(result["batch_tok_s"]), list(result["batch_tok_s"].values()), color="tab:blue")
     axes[2].set_title("engine aggregate tokens/s by batch size", fontsize=9)
@@ -240,6 +274,18 @@ def report(result: dict) -> str:
         f"{result['ttft_ratio']:>11.2f}x",
         f"{'decode tokens/s':<26}{result['decode_tok_s']:>12.1f}{result['hf_decode_tok_s']:>12.1f}"
         f"{result['speedup_decode']:>11.2f}x",
+    ]
+    if "llama_cpp_decode_tok_s" in result:
+        lines += [
+            "",
+            f"{'batch 1, llama.cpp':<26}{'engine':>12}{'llama.cpp':>12}{'engine/cpp':>12}",
+            f"{'time to first token (ms)':<26}{result['ttft_ms']:>12.1f}{result['llama_cpp_ttft_ms']:>12.1f}"
+            f"{result['ttft_ms'] / result['llama_cpp_ttft_ms']:>11.2f}x",
+            f"{'decode tokens/s':<26}{result['decode_tok_s']:>12.1f}{result['llama_cpp_decode_tok_s']:>12.1f}"
+            f"{result['decode_vs_llama_cpp']:>11.2f}x",
+            "(llama.cpp runs the GGUF's own quantized weights, on all cores)",
+        ]
+    lines += [
         "",
         f"{'concurrent sequences':<26}" + "".join(f"{b:>10}" for b in result["batch_tok_s"]),
         f"{'engine aggregate tok/s':<26}" + "".join(f"{v:>10.1f}" for v in result["batch_tok_s"].values()),
@@ -247,16 +293,19 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace) -> dict:
-    """The timed part: batch 1 engine vs HF, then the engine at every batch size; medians."""
-    device, N = model.lm_head.weight.device, args.new_tokens
+def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace, llama_cpp=None) -> dict:
+    """The timed part: batch 1 engine vs HF (and llama.cpp), then the engine at every batch size; medians."""
+    device, N = model.norm.weight.device, args.new_tokens
     generator = torch.Generator().manual_seed(args.seed)
     prompts = torch.randint(1, model.config.vocab_size, (max(BATCH_SIZES), args.prompt_tokens), generator=generator)
     prompts = prompts.to(device)  # (8, T); batch 1 uses the first row
-    runs = (args.warmup + args.repeats) * (2 + len(BATCH_SIZES))
+    runs = (args.warmup + args.repeats) * (2 + len(BATCH_SIZES) + (llama_cpp is not None))
     with tqdm(total=runs, desc="bench", file=sys.stderr, leave=False) as progress:
         ours = measure(lambda: ttft_and_rate(time_engine(model, prompts[:1], N)), args.warmup, args.repeats, progress)
         theirs = measure(lambda: ttft_and_rate(time_hf(hf_model, prompts[:1], N)), args.warmup, args.repeats, progress)
+        cpp = []
+        if llama_cpp is not None:
+            cpp = measure(lambda: ttft_and_rate(llama_cpp(prompts[:1].cpu(), N)), args.warmup, args.repeats, progress)
         batch_tok_s = {}
         for B in BATCH_SIZES:
             runs = measure(lambda B=B: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
@@ -271,6 +320,10 @@ def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace) ->
     }
     result["speedup_decode"] = result["decode_tok_s"] / result["hf_decode_tok_s"]
     result["ttft_ratio"] = result["ttft_ms"] / result["hf_ttft_ms"]
+    if cpp:
+        result["llama_cpp_ttft_ms"] = median(t for t, _ in cpp)
+        result["llama_cpp_decode_tok_s"] = median(r for _, r in cpp)
+        result["decode_vs_llama_cpp"] = result["decode_tok_s"] / result["llama_cpp_decode_tok_s"]
     return result
 
 
@@ -311,9 +364,12 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         dtype = default_dtype(device)
         torch.manual_seed(args.seed)
-        hf_model = None
+        hf_model, llama_cpp = None, None
         if args.model and (args.model == "smollm2" or args.model.endswith(".gguf")):
             model, hf_model = load_pretrained_pair(args.model, device, dtype)
+            llama_cpp = llama_cpp_runner(gguf_path(args.model), args.prompt_tokens + args.new_tokens + 16)
+            if llama_cpp is None:
+                print("llama.cpp: not measured (pip install llama-cpp-python, see the README)", file=sys.stderr)
         elif args.model:
             model, _ = load_checkpoint(args.model, device=device, dtype=dtype)
         else:
@@ -338,7 +394,7 @@ def main(argv=None) -> int:
             "cores); timings will be noisy",
             file=sys.stderr,
         )
-    result = run_benchmark(model, hf_model, args)
+    result = run_benchmark(model, hf_model, args, llama_cpp)
     result["params"] = {
         "engine": model.num_parameters(),
         "engine_text": text_parameters(model),

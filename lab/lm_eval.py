@@ -14,7 +14,8 @@ Prints, for the app's SmolLM2 backend (adapters merged) and, where it applies, t
    pass when the reply contains the right word. Phrasings the adapters' data never used are
    scored apart ("unseen wording").
 2. Photos (lab.data.photos): "What do you see?" — the reply is printed, and counted as
-   ungrounded when it names a colour the tools did not report or a shape the tool did not find.
+   ungrounded when it names a colour the tools did not report, a shape the tool did not find,
+   or another number of faces than the face detector's (`--photos-only`: just this part).
 3. Factual QA (lab.data.factual_qa, 48 questions, contains-match, greedy): the base model
    through transformers' `generate` and ours through the engine, same prompt and decoding.
 4. Held-out chit-chat (chatterbot-corpus's held-out dialogues): mean cross-entropy per token
@@ -88,6 +89,18 @@ def scene_words(shapes) -> str:
     return ", ".join(f"{c} {k}" for c, k in shapes)
 
 
+def faces_said(text: str) -> int | None:
+    """How many faces a reply says there are ("no faces", "one face", "3 faces"); None if it does not say."""
+    text = text.lower()
+    if re.search(r"\b(no|any|zero) (faces?|people|one)\b|\bnobody\b|\bno one\b", text):
+        return 0
+    found = re.search(r"\b(" + "|".join(NUMBER_WORDS) + r"|\d+) (faces?|people|persons?)\b", text)
+    if found is None:
+        return None
+    word = found.group(1)
+    return int(word) if word.isdigit() else NUMBER_WORDS.index(word)
+
+
 def evaluate_photos(backend) -> tuple[int, list[tuple[str, str]]]:
     from PIL import Image
 
@@ -100,7 +113,9 @@ def evaluate_photos(backend) -> tuple[int, list[tuple[str, str]]]:
         said = reply(backend, "What do you see?", [photo.path])
         allowed = set(seen.colors) | {w for s in (seen.shapes or ()) for w in s.split()}
         allowed |= {"grey"} if "gray" in allowed else set()
-        ungrounded += any(_has(said, w) and w not in allowed for w in COLOUR_WORDS + SHAPE_WORDS)
+        wrong_words = any(_has(said, w) and w not in allowed for w in COLOUR_WORDS + SHAPE_WORDS)
+        faces = faces_said(said)
+        ungrounded += wrong_words or (faces is not None and faces != seen.faces)
         shown.append((photo.name, said))
     return ungrounded, shown
 
@@ -166,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vision", action="store_true", help="the tools' findings only, no image tokens")
     parser.add_argument("--settings", default="plain,hard", help="second-renderer settings to score")
     parser.add_argument("--scenes-only", action="store_true", help="skip photos, factual QA and chit-chat")
+    parser.add_argument("--photos-only", action="store_true", help="only the photos, every reply printed")
     args = parser.parse_args(argv)
     kwargs = {"adapters": args.adapters} if args.adapters else {}
     ours = LMBackend.smollm2("cpu", transcriber=None, encoders=not args.no_vision, **kwargs)
     print(f"model: {ours.name}")
-    for setting in args.settings.split(","):
+    for setting in [] if args.photos_only else args.settings.split(","):
         with tempfile.TemporaryDirectory() as folder:
             scores = evaluate_scenes(ours, args.scenes, Path(folder), setting)
         print(
@@ -179,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenes_only:
         return 0
     ungrounded, shown = evaluate_photos(ours)
-    print(f"photos: {ungrounded} of {len(shown)} replies name a colour or shape the tools did not report")
-    for name, said in shown[:6]:
+    print(
+        f"photos: {ungrounded} of {len(shown)} replies name a colour or shape the tools did not report, "
+        "or another number of faces"
+    )
+    for name, said in shown[: None if args.photos_only else 6]:
         print(f"  {name}: {said[:160]!r}")
+    if args.photos_only:
+        return 0
     ours_factual = factual_score(lambda q: reply(ours, q))
     print(f"factual QA, ours (engine; text-only chats use the base weights): {ours_factual:.1%}")
     if not args.skip_base:

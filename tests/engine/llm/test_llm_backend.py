@@ -167,6 +167,28 @@ def test_media_conversations_get_the_adapted_model_and_text_ones_the_base(tiny_g
     assert ask(routed, picture)[0] == ask(only_adapted, picture)[0] != ask(base, picture)[0]
 
 
+def test_a_conversations_next_turn_undo_and_new_system_prompt_through_the_prefix_cache(tiny_gguf):
+    """Turn 2 reads turn 1 from the cache; an undo (turn 1 again) and another system prompt give
+    what a backend without any cache gives (fp32 weights: exactly)."""
+    cached = LMBackend(load_language_model(tiny_gguf, "cpu"), name="cached", decode="native")
+    plain = LMBackend(load_language_model(tiny_gguf, "cpu"), name="plain", decode="native", batching=None)
+    stats = cached.scheduler().stats
+    first = [Turn(role="user", text="Tell me about the sea.")]
+    reply_1, info_1 = ask(cached, *first)
+    assert reply_1 and reply_1 == ask(plain, *first)[0] and stats.reused_tokens == 0
+    second = [*first, Turn(role="assistant", text=reply_1), Turn(role="user", text="And about rivers?")]
+    reply_2, info_2 = ask(cached, *second)
+    assert reply_2 == ask(plain, *second)[0]
+    assert stats.prefix_hits == 1 and stats.reused_tokens >= info_1.prompt_tokens - 1
+    assert stats.prefilled_tokens < info_1.prompt_tokens + info_2.prompt_tokens
+    assert ask(cached, *first)[0] == reply_1  # undo: turn 1 asked again
+    reused = stats.reused_tokens
+    other = Conversation(system_prompt="You answer in one word.", turns=list(second))
+    assert "".join(cached.stream(other, GREEDY)) == "".join(plain.stream(other, GREEDY))
+    assert stats.reused_tokens - reused < info_1.prompt_tokens // 2  # only the chat template's first tokens
+    cached.close()
+
+
 def test_adapters_for_another_model_or_damaged_are_refused(tiny_gguf, tmp_path):
     model = load_language_model(tiny_gguf, "cpu").model
     config = AdapterConfig(rank=2, alpha=4.0, base_sha256="abc")
