@@ -6,7 +6,8 @@
     scheduler.close()
 
 Each reply gets a slot (a row) of one preallocated KV cache. Between decode steps the thread
-admits waiting replies into free slots (a prefill each), then runs one decode step for every
+admits waiting replies into free slots (text-only prompts waiting together are prefilled in one
+forward, a prompt with media on its own), then runs one decode step for every
 active slot together and hands each reply its token; a reply that stops, reaches its limit,
 is cancelled (its `cancel` set or its generator closed) or fails leaves at once, and its slot
 takes the next waiting reply. Each reply samples with its own settings and generator.
@@ -24,6 +25,7 @@ work, so memory returns to its baseline after a load.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 import time
@@ -40,6 +42,18 @@ from engine.model import MultimodalModel
 from engine.types import GenerationConfig
 
 _END = object()  # put on a reply's queue when it is over
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand freed tensors' memory back to the system: the CUDA allocator's cache on a GPU; on
+    Linux, glibc's free lists (large freed blocks can otherwise stay in the process)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+        pass
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class SchedulerStats:
     prefix_misses: int = 0
     reused_tokens: int = 0  # prompt tokens copied from the prefix cache instead of prefilled
     prefilled_tokens: int = 0
+    batched_prefills: int = 0  # replies whose prompt was read in one forward with others
     decode_steps: int = 0
     largest_batch: int = 0
 
@@ -257,7 +272,8 @@ class Scheduler:
                     idle_since = time.monotonic()
                     continue
                 if self._cache is not None and time.monotonic() - idle_since >= self.config.idle_release_s:
-                    self._cache = None  # memory back to its baseline
+                    self._cache = None
+                    release_memory(self.model.norm.weight.device)  # memory back to its baseline
                 self._wake.wait(timeout=min(1.0, self.config.idle_release_s))
                 self._wake.clear()
         for index, reply in enumerate(self._slots):
@@ -277,34 +293,50 @@ class Scheduler:
                 self._finish(index, None)  # what it read stays valid for the next turn
 
     def _admit(self) -> None:
-        while not self._waiting.empty() and None in self._slots:
+        """Waiting replies into free slots: text-only ones prefilled together in one forward, a
+        reply with media on its own."""
+        free = [i for i, r in enumerate(self._slots) if r is None]
+        taken: list[_Reply] = []
+        while not self._waiting.empty() and len(taken) < len(free):
             reply = self._waiting.get()
             if reply.over:
                 reply.out.put(_END)
                 continue
-            index = self._slots.index(None)
-            try:
-                self._prefill(index, reply)
-            except Exception as error:  # noqa: BLE001 - this reply's error, the batch goes on
-                self._slots[index] = None
-                reply.out.put(error)
+            taken.append(reply)
+        text = [r for r in taken if r.text_only]
+        alone = [r for r in taken if not r.text_only]
+        if len(text) > 1 and self._prefill_together(free[: len(text)], text):
+            free, text = free[len(text) :], []
+        for index, reply in zip(free, text + alone):
+            self._prefill_alone(index, reply)
+
+    def _prefill_alone(self, index: int, reply: _Reply) -> None:
+        try:
+            self._prefill(index, reply)
+        except Exception as error:  # noqa: BLE001 - this reply's error, the batch goes on
+            self._slots[index] = None
+            reply.out.put(error)
+
+    def _reuse(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """(how many leading ids to copy from the prefix cache, their layers): at least one id is read."""
+        start, layers = self.prefix_cache.longest(ids)
+        start = min(start, len(ids) - 1)
+        if start > 0:
+            self.stats.prefix_hits += 1
+            self.stats.reused_tokens += start
+            return start, layers
+        self.stats.prefix_misses += 1
+        return 0, None
 
     def _prefill(self, index: int, reply: _Reply) -> None:
         cache = self._ensure_cache()
         inputs = reply.inputs
         ids = inputs.ids[0, : int(inputs.lengths[0])].tolist()
-        start = 0
-        if reply.text_only:
-            start, layers = self.prefix_cache.longest(ids)
-            start = min(start, len(ids) - 1)  # at least one token is read, for its logits
-            if start > 0:
-                for layer, (k, v) in zip(cache.layers, layers, strict=True):
-                    layer.k[index, :, :start] = k[:, :start]  # (KV, start, D)
-                    layer.v[index, :, :start] = v[:, :start]
-                self.stats.prefix_hits += 1
-                self.stats.reused_tokens += start
-            else:
-                self.stats.prefix_misses += 1
+        start, layers = self._reuse(ids) if reply.text_only else (0, None)
+        if layers is not None:
+            for layer, (k, v) in zip(cache.layers, layers, strict=True):
+                layer.k[index, :, :start] = k[:, :start]  # (KV, start, D)
+                layer.v[index, :, :start] = v[:, :start]
         device = inputs.ids.device
         rest = ModelInputs(
             ids=inputs.ids[:, start : len(ids)],
@@ -317,11 +349,60 @@ class Scheduler:
         )
         self.stats.prefilled_tokens += len(ids) - start
         logits = prefill(self.model, rest, _CacheView(cache, slice(index, index + 1)))  # (1, V)
-        config = reply.config
+        self._start(index, reply, ids, logits)
+
+    def _prefill_together(self, indices: list[int], replies: list[_Reply]) -> bool:
+        """Prefill text-only replies as one batch (each row its own prefix-cache reuse, right-padded)
+        in a scratch cache, then copy each row into its slot. False (nothing started) if they
+        cannot go together or the batch fails: each is then prefilled alone, so a bad request
+        gets its own error."""
+        prompts = [r.inputs.ids[0, : int(r.inputs.lengths[0])].tolist() for r in replies]
+        hits = [self.prefix_cache.longest(ids) for ids in prompts]
+        starts = [min(start, len(ids) - 1) for (start, _), ids in zip(hits, prompts)]
+        rest = max(len(ids) - start for ids, start in zip(prompts, starts))
+        width = max(starts) + rest  # every row's positions, padding included, fit the scratch cache
+        if width > self.slot_len:
+            return False
+        device = replies[0].inputs.ids.device
+        B = len(replies)
+        ids = torch.full((B, rest), self.pad_id, dtype=torch.long, device=device)  # (B, rest), right-padded
+        positions = torch.zeros(B, rest, dtype=torch.long, device=device)
+        scratch = self.model.new_cache(B, width)
+        try:
+            for row, (prompt, start, (_, layers)) in enumerate(zip(prompts, starts, hits)):
+                n = len(prompt) - start
+                ids[row, :n] = torch.tensor(prompt[start:], device=device)
+                positions[row] = torch.arange(start, start + rest, device=device)
+                if start > 0:
+                    for layer, (k, v) in zip(scratch.layers, layers, strict=True):
+                        layer.k[row, :, :start] = k[:, :start]  # (KV, start, D)
+                        layer.v[row, :, :start] = v[:, :start]
+            lengths = torch.tensor([len(p) - s for p, s in zip(prompts, starts)], device=device)
+            inputs = ModelInputs(ids=ids, positions=positions, lengths=lengths, media_kind=torch.zeros_like(ids))
+            logits = prefill(self.model, inputs, scratch)  # (B, V)
+        except Exception:  # noqa: BLE001 - retried one by one: only the bad request errors
+            return False
+        cache = self._ensure_cache()
+        for row, (index, reply, prompt, start) in enumerate(zip(indices, replies, prompts, starts)):
+            n = len(prompt)
+            for big, small in zip(cache.layers, scratch.layers):
+                big.k[index, :, :n] = small.k[row, :, :n]  # (KV, n, D)
+                big.v[index, :, :n] = small.v[row, :, :n]
+            self.stats.prefix_hits += start > 0
+            self.stats.prefix_misses += start == 0
+            self.stats.reused_tokens += start
+            self.stats.prefilled_tokens += n - start
+            self.stats.batched_prefills += 1
+            self._start(index, reply, prompt, logits[row : row + 1])
+        return True
+
+    def _start(self, index: int, reply: _Reply, ids: list[int], logits: torch.Tensor) -> None:
+        """The reply holds slot `index`, which has read `ids`; hand out its first token from logits (1, V)."""
+        config, device = reply.config, reply.inputs.ids.device
         reply.generator = make_generator(config.seed, device)
         if config.repetition_penalty != 1.0:
             reply.seen = torch.zeros(1, self.model.config.vocab_size, dtype=torch.bool, device=device)
-            reply.seen[0, inputs.ids[0, : len(ids)]] = True
+            reply.seen[0, reply.inputs.ids[0, : len(ids)]] = True
         reply.slot, reply.fed = index, ids
         self._slots[index] = reply
         self._hand_out(index, reply, logits)

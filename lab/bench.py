@@ -297,9 +297,10 @@ def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace, ll
     """The timed part: batch 1 engine vs HF (and llama.cpp), then the engine at every batch size; medians."""
     device, N = model.norm.weight.device, args.new_tokens
     generator = torch.Generator().manual_seed(args.seed)
-    prompts = torch.randint(1, model.config.vocab_size, (max(BATCH_SIZES), args.prompt_tokens), generator=generator)
-    prompts = prompts.to(device)  # (8, T); batch 1 uses the first row
-    runs = (args.warmup + args.repeats) * (2 + len(BATCH_SIZES) + (llama_cpp is not None))
+    sizes = args.batch_sizes
+    prompts = torch.randint(1, model.config.vocab_size, (max(sizes), args.prompt_tokens), generator=generator)
+    prompts = prompts.to(device)  # (B, T); batch 1 uses the first row
+    runs = (args.warmup + args.repeats) * (2 + len(sizes) + (llama_cpp is not None))
     with tqdm(total=runs, desc="bench", file=sys.stderr, leave=False) as progress:
         ours = measure(lambda: ttft_and_rate(time_engine(model, prompts[:1], N)), args.warmup, args.repeats, progress)
         theirs = measure(lambda: ttft_and_rate(time_hf(hf_model, prompts[:1], N)), args.warmup, args.repeats, progress)
@@ -307,7 +308,7 @@ def run_benchmark(model: MultimodalModel, hf_model, args: argparse.Namespace, ll
         if llama_cpp is not None:
             cpp = measure(lambda: ttft_and_rate(llama_cpp(prompts[:1].cpu(), N)), args.warmup, args.repeats, progress)
         batch_tok_s = {}
-        for B in BATCH_SIZES:
+        for B in sizes:
             runs = measure(lambda B=B: time_engine(model, prompts[:B], N), args.warmup, args.repeats, progress)
             batch_tok_s[str(B)] = B * N / statistics.median(t[-1] - t[0] for t in runs)  # whole call
     median = statistics.median
@@ -346,9 +347,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the engine's weights: as loaded (default) or int8 with bfloat16 activations (what the app "
         "uses on a CPU); transformers always runs the loaded dtype",
     )
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="sequences decoded together (default 1,4,8)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     parser.add_argument("--plot", metavar="PNG", help="write a bar chart comparing engine and HF")
     args = parser.parse_args(argv)
+    try:
+        args.batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+    except ValueError:
+        parser.error("--batch-sizes takes numbers separated by commas, e.g. 1,4,8")
+    if args.batch_sizes[0] < 1:
+        parser.error("--batch-sizes must be at least 1")
     if args.model and args.decoder:
         parser.error("--decoder applies to presets; a checkpoint's decoder is fixed by its config.json")
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1 or args.warmup < 0:

@@ -136,6 +136,76 @@ def test_a_bad_request_in_a_full_batch_gets_its_error_while_the_others_finish(mo
         assert together[i] == solo(model, prompts[i])
 
 
+def hold_the_thread(monkeypatch):
+    """The scheduler's next decode step waits until the returned event is set (replies pile up meanwhile)."""
+    import engine.scheduler
+
+    release, holding = threading.Event(), threading.Event()
+    real = engine.scheduler.decode_one_token
+
+    def held(*args, **kwargs):
+        if not release.is_set():
+            holding.set()
+            release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.scheduler, "decode_one_token", held)
+    return release, holding
+
+
+def test_prompts_waiting_together_are_prefilled_in_one_forward(model, scheduler, monkeypatch):
+    earlier = prompt(70, 20)
+    first = run_together(scheduler, [earlier])[0]  # its keys and values go to the prefix cache
+    release, holding = hold_the_thread(monkeypatch)
+    long = GenerationConfig(temperature=0, max_new_tokens=40)
+    blocker = scheduler.generate(inputs(prompt(71, 6)), long)
+    next(blocker)
+    assert holding.wait(5)  # the thread is inside a decode step: the next three wait together
+    continued = earlier + first[:-1] + prompt(72, 5)  # the next turn of `earlier`: a prefix hit
+    bad = [5, 6, model.config.vocab_size + 50]
+    prompts = [prompt(73, 9), continued, prompt(74, 30)]
+    results: list = [None] * 4
+
+    def one(i, ids):
+        try:
+            results[i] = [int(t[0]) for t in scheduler.generate(inputs(ids), GREEDY)]
+        except Exception as error:  # noqa: BLE001 - the test looks at it
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i, ids)) for i, ids in enumerate(prompts)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while scheduler._waiting.qsize() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hits = scheduler.stats.prefix_hits
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    rest = list(blocker)
+    assert scheduler.stats.batched_prefills == 3  # one forward read all three prompts
+    assert scheduler.stats.prefix_hits == hits + 1  # `continued` copied its conversation's cache
+    assert results[:3] == [solo(model, ids) for ids in prompts]
+    assert len(rest) == 39
+    # the same with a bad request among them: the batch is read again one by one, only it fails
+    release, holding = hold_the_thread(monkeypatch)
+    blocker = scheduler.generate(inputs(prompt(75, 6)), long)
+    next(blocker)
+    assert holding.wait(5)
+    prompts = [prompt(76, 7), bad, prompt(77, 12)]
+    threads = [threading.Thread(target=one, args=(i, ids)) for i, ids in enumerate(prompts)]
+    for thread in threads:
+        thread.start()
+    while scheduler._waiting.qsize() < 3 and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    list(blocker)
+    assert isinstance(results[1], (IndexError, RuntimeError))
+    assert results[0] == solo(model, prompts[0]) and results[2] == solo(model, prompts[2])
+
+
 def test_the_next_turn_reuses_the_conversations_cache(model, scheduler):
     first_prompt = prompt(50, 40)
     first = run_together(scheduler, [first_prompt])[0]
