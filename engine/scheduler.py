@@ -25,10 +25,12 @@ work, so memory returns to its baseline after a load.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +44,13 @@ from engine.model import MultimodalModel
 from engine.types import GenerationConfig
 
 _END = object()  # put on a reply's queue when it is over
+_OPEN: weakref.WeakSet[Scheduler] = weakref.WeakSet()  # closed at exit, before the interpreter tears torch down
+
+
+@atexit.register
+def _close_open_schedulers() -> None:
+    for scheduler in list(_OPEN):
+        scheduler.close()
 
 
 def release_memory(device: torch.device) -> None:
@@ -214,6 +223,7 @@ class Scheduler:
         self._slots: list[_Reply | None] = [None] * config.slots
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
+        _OPEN.add(self)
 
     # ------------------------------------------------------------------ public
 

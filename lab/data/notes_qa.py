@@ -115,8 +115,11 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
     """One question about the findings and its grounded answer."""
     parts = _shape_parts(findings)
     options = ["describe", "describe", "text", "faces"]
-    if findings.shapes is not None:
+    if findings.shapes is None:
+        options += ["describe", "describe"]  # a photo is mostly described, its face count with it
+    else:
         options += ["count", "count", "colour", "colour", "colour", "which", "which", "which", "yes_no", "missing"]
+        options += ["count", "count"] if len(parts) == 1 else []  # "one shape" is the count most often missed
     choice = rng.choice(options)
     if choice == "describe":
         return rng.choice(DESCRIBE), describe(findings)
