@@ -183,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
     from engine.backends import load_backend  # imports torch: after the cheap checks
+    from engine.cpu_threads import reserve_cores_for_decoding
     from engine.types import EngineError
+
+    reserve_cores_for_decoding(args.device)  # the schedulers' threads decode on every core
 
     backends = {}
     from engine.backends import default_specs

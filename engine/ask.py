@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         from engine.backends import default_specs, load_backend  # imports torch: after the cheap checks
+        from engine.cpu_threads import reserve_cores_for_decoding
+
+        reserve_cores_for_decoding(args.device)  # the scheduler's thread decodes on every core
 
         print(f"Loading model {args.model or 'builtin'} (device {args.device})…", file=sys.stderr)
         backend = load_backend(args.model or default_specs()[0], device=args.device)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.cpu_threads import decoding_threads, use_cpu_threads
 from engine.decoder import KVCache, TransformerCache
 from engine.fusion import TEXT, ModelInputs
 from engine.generation import decode_one_token, make_generator, prefill, sample
@@ -272,6 +273,9 @@ class Scheduler:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        threads = decoding_threads()
+        if threads and self.model.norm.weight.device.type == "cpu":
+            use_cpu_threads(threads)  # engine.cpu_threads: the cores are this thread's
         idle_since = time.monotonic()
         with torch.inference_mode():
             while not self._closed:

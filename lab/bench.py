@@ -107,9 +107,15 @@ def gguf_path(spec: str) -> Path:
     return locate_smollm2() if spec == "smollm2" else Path(spec)
 
 
+def weights(module: torch.nn.Module) -> int:
+    """Parameters, int8 weights (engine.quantize keeps them as buffers) included."""
+    int8 = sum(b.numel() for name, b in module.named_buffers() if name.endswith("int8_weight"))
+    return sum(p.numel() for p in module.parameters()) + int8
+
+
 def text_parameters(model: MultimodalModel) -> int:
     """Parameters on the text path (embeddings, decoder, final norm): what the Llama model has."""
-    return sum(p.numel() for m in (model.text_encoder, model.decoder, model.norm) for p in m.parameters())
+    return sum(weights(m) for m in (model.text_encoder, model.decoder, model.norm))
 
 
 def engine_inputs(ids: torch.Tensor) -> ModelInputs:
@@ -406,7 +412,7 @@ def main(argv=None) -> int:
         )
     result = run_benchmark(model, hf_model, args, llama_cpp)
     result["params"] = {
-        "engine": model.num_parameters(),
+        "engine": weights(model),
         "engine_text": text_parameters(model),
         "hf": sum(p.numel() for p in hf_model.parameters()),
     }

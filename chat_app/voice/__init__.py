@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         microphone = Microphone(args.input_device, sd)  # before the slow loads: a missing mic fails fast
         sink = SoundDeviceSink(args.output_device, sd) if options.speak else None
         from engine.backends import default_specs, load_backend
+        from engine.cpu_threads import reserve_cores_for_decoding
         from engine.speech.asr import get_transcriber, set_default_model
+
+        reserve_cores_for_decoding(args.device)  # the scheduler's thread decodes on every core
 
         print(f"Loading the model {args.model or 'builtin'} and the speech recognizer…", file=sys.stderr)
         backend = load_backend(args.model or default_specs()[0], device=args.device)
