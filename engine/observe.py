@@ -81,8 +81,9 @@ class ImageObservations:
             ground = f"a {self.colors[0]} background" if self.colors else "a plain background"
             count = f"{_number(len(self.shapes))} shape" + ("s" if len(self.shapes) > 1 else "")
             sentences.append(f"It is a drawing of {count} on {ground}: {_listing(self.shapes)}.")
-        elif self.shapes is not None:
-            sentences.append("It is a plain picture with no shapes drawn on it.")
+        elif self.shapes is not None:  # the colour tool's finding stays: "a plain gray picture"
+            colour = f" {self.colors[0]}" if self.colors else ""
+            sentences.append(f"It is a plain{colour} picture with no shapes drawn on it.")
         elif self.colors:
             verb = "colour is" if len(self.colors) == 1 else "colours are"
             sentences.append(f"Its main {verb} {_listing(self.colors, article=False)}.")
