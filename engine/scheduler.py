@@ -332,26 +332,35 @@ class Scheduler:
             self._slots[index] = None
             reply.out.put(error)
 
-    def _reuse(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """(how many leading ids to copy from the prefix cache, their layers): at least one id is read."""
+    def _match(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """(how many leading ids to copy from the prefix cache, their layers); (0, None) if none.
+        At least one id is left to read, for its logits."""
         start, layers = self.prefix_cache.longest(ids)
         start = min(start, len(ids) - 1)
-        if start > 0:
-            self.stats.prefix_hits += 1
-            self.stats.reused_tokens += start
-            return start, layers
-        self.stats.prefix_misses += 1
-        return 0, None
+        return (start, layers) if start > 0 else (0, None)
+
+    @staticmethod
+    def _copy_prefix(cache, row: int, start: int, layers) -> None:
+        """The first `start` positions of `layers` into row `row` of `cache`."""
+        if layers is None:
+            return
+        for layer, (k, v) in zip(cache.layers, layers, strict=True):
+            layer.k[row, :, :start] = k[:, :start]  # (KV, start, D)
+            layer.v[row, :, :start] = v[:, :start]
+
+    def _count(self, ids: list[int], start: int, text_only: bool = True) -> None:
+        if text_only:
+            self.stats.prefix_hits += start > 0
+            self.stats.prefix_misses += start == 0
+        self.stats.reused_tokens += start
+        self.stats.prefilled_tokens += len(ids) - start
 
     def _prefill(self, index: int, reply: _Reply) -> None:
         cache = self._ensure_cache()
         inputs = reply.inputs
         ids = inputs.ids[0, : int(inputs.lengths[0])].tolist()
-        start, layers = self._reuse(ids) if reply.text_only else (0, None)
-        if layers is not None:
-            for layer, (k, v) in zip(cache.layers, layers, strict=True):
-                layer.k[index, :, :start] = k[:, :start]  # (KV, start, D)
-                layer.v[index, :, :start] = v[:, :start]
+        start, layers = self._match(ids) if reply.text_only else (0, None)
+        self._copy_prefix(cache, index, start, layers)
         device = inputs.ids.device
         rest = ModelInputs(
             ids=inputs.ids[:, start : len(ids)],
@@ -362,7 +371,7 @@ class Scheduler:
             audio=inputs.audio,
             slots=inputs.slots,
         )
-        self.stats.prefilled_tokens += len(ids) - start
+        self._count(ids, start, reply.text_only)
         logits = prefill(self.model, rest, _CacheView(cache, slice(index, index + 1)))  # (1, V)
         self._start(index, reply, ids, logits)
 
@@ -372,10 +381,9 @@ class Scheduler:
         cannot go together or the batch fails: each is then prefilled alone, so a bad request
         gets its own error."""
         prompts = [r.inputs.ids[0, : int(r.inputs.lengths[0])].tolist() for r in replies]
-        hits = [self.prefix_cache.longest(ids) for ids in prompts]
-        starts = [min(start, len(ids) - 1) for (start, _), ids in zip(hits, prompts)]
-        rest = max(len(ids) - start for ids, start in zip(prompts, starts))
-        width = max(starts) + rest  # every row's positions, padding included, fit the scratch cache
+        matches = [self._match(ids) for ids in prompts]
+        rest = max(len(ids) - start for ids, (start, _) in zip(prompts, matches))
+        width = max(start for start, _ in matches) + rest  # every row's positions, padding included
         if width > self.slot_len:
             return False
         device = replies[0].inputs.ids.device
@@ -384,29 +392,22 @@ class Scheduler:
         positions = torch.zeros(B, rest, dtype=torch.long, device=device)
         scratch = self.model.new_cache(B, width)
         try:
-            for row, (prompt, start, (_, layers)) in enumerate(zip(prompts, starts, hits)):
-                n = len(prompt) - start
-                ids[row, :n] = torch.tensor(prompt[start:], device=device)
+            for row, (prompt, (start, layers)) in enumerate(zip(prompts, matches)):
+                ids[row, : len(prompt) - start] = torch.tensor(prompt[start:], device=device)
                 positions[row] = torch.arange(start, start + rest, device=device)
-                if start > 0:
-                    for layer, (k, v) in zip(scratch.layers, layers, strict=True):
-                        layer.k[row, :, :start] = k[:, :start]  # (KV, start, D)
-                        layer.v[row, :, :start] = v[:, :start]
-            lengths = torch.tensor([len(p) - s for p, s in zip(prompts, starts)], device=device)
+                self._copy_prefix(scratch, row, start, layers)
+            lengths = torch.tensor([len(p) - start for p, (start, _) in zip(prompts, matches)], device=device)
             inputs = ModelInputs(ids=ids, positions=positions, lengths=lengths, media_kind=torch.zeros_like(ids))
             logits = prefill(self.model, inputs, scratch)  # (B, V)
         except Exception:  # noqa: BLE001 - retried one by one: only the bad request errors
             return False
         cache = self._ensure_cache()
-        for row, (index, reply, prompt, start) in enumerate(zip(indices, replies, prompts, starts)):
+        for row, (index, reply, prompt, (start, _)) in enumerate(zip(indices, replies, prompts, matches)):
             n = len(prompt)
             for big, small in zip(cache.layers, scratch.layers):
                 big.k[index, :, :n] = small.k[row, :, :n]  # (KV, n, D)
                 big.v[index, :, :n] = small.v[row, :, :n]
-            self.stats.prefix_hits += start > 0
-            self.stats.prefix_misses += start == 0
-            self.stats.reused_tokens += start
-            self.stats.prefilled_tokens += n - start
+            self._count(prompt, start)
             self.stats.batched_prefills += 1
             self._start(index, reply, prompt, logits[row : row + 1])
         return True
