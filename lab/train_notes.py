@@ -3,6 +3,8 @@
     python -m lab.train_notes                       # ~25 min on 2 CPU cores: 300 steps of 8
     python -m lab.train_notes --steps 3 --out /tmp/a  # a smoke run (what CI does)
     python -m lab.train_notes --device cuda --batch 32  # on a GPU (bf16 autocast)
+    python -m lab.train_notes --init assets/models/smollm2-notes --steps 120 --lr 1e-4 --runs runs/notes-more
+                                                      # further steps from the shipped adapters
 
 The LM stays frozen; rank-8 adapters on each attention projection learn from two streams:
 questions about a picture's findings (lab.data.notes_qa, answers derived from the findings)
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from engine.fusion import TEXT, ModelInputs
 from engine.generation import generate
 from engine.llm import load_smollm2
-from engine.llm.adapters import AdapterConfig, adapter_state, add_lora, save_adapters
+from engine.llm.adapters import ADAPTERS_FILE, AdapterConfig, adapter_state, add_lora, save_adapters
 from engine.llm.lm import SMOLLM2_SHA256
 from engine.types import GenerationConfig
 
@@ -104,6 +106,17 @@ def loss_of(model, batch: list[tuple[list[int], int]], pad_id: int, device) -> t
     )
 
 
+def start_from_adapters(model, directory: Path) -> None:
+    """Load a saved adapter folder's low-rank weights into the model's LoRA layers (same targets and rank)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(directory / ADAPTERS_FILE))
+    wanted = set(adapter_state(model))
+    if set(state) != wanted:
+        raise SystemExit(f"{directory} holds other adapters than --rank and the targets make ({len(state)} tensors).")
+    model.load_state_dict(state, strict=False)
+
+
 def plot_losses(losses: list[float], path: Path, title: str = "SmolLM2 notes adapters") -> None:
     import matplotlib
 
@@ -136,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "notes")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from the adapters in this folder (a further run of shipped ones)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.load_state_dict(saved["optimizer"])
         losses, step = saved["losses"], saved["step"]
         print(f"resuming at step {step}")
+    elif args.init is not None:
+        start_from_adapters(lm.model, args.init)
+        print(f"starting from the adapters in {args.init}")
     from lab.data.notes_qa import notes_example
 
     rng = random.Random(f"{args.seed}/{step}")

@@ -62,10 +62,12 @@ def _plural(kind: str) -> str:
 
 
 def sample_findings(rng: random.Random) -> ImageObservations:
-    """A drawing (shapes on a plain background) two times in three, else a photo."""
+    """A drawing (shapes on a plain background) a little over half the time; else a plain picture
+    with nothing drawn on it, a page of text, or a photo."""
     tools = ("ocr", "faces", "colors", "shapes")
     text = tuple(rng.sample(WORDS, rng.choice((1, 1, 2)))) if rng.random() < 0.3 else ()
-    if rng.random() < 2 / 3:
+    kind = rng.random()
+    if kind < 0.55:
         background = rng.choice(("white", "white", "white", "black", "yellow", "gray", "blue", "pink"))
         shapes = []
         for _ in range(rng.choice((1, 1, 2, 2, 3, 3, 4, 5))):
@@ -73,9 +75,49 @@ def sample_findings(rng: random.Random) -> ImageObservations:
             shapes.append(f"{colour} {rng.choice(KINDS)}" + (" outline" if rng.random() < 0.1 else ""))
         colours = (background,) + tuple(dict.fromkeys(s.split()[0] for s in shapes if s.split()[0] in COLOR_NAMES))
         return ImageObservations(text=text, faces=0, colors=colours[:3], shapes=tuple(shapes), tools=tools)
+    if kind < 0.65:  # the shapes tool found a plain background and nothing on it (a night sky, a wall)
+        colours = tuple(rng.sample(list(COLOR_NAMES), rng.choice((1, 1, 2))))
+        return ImageObservations(text=text, faces=0, colors=colours, shapes=(), tools=tools)
+    if kind < 0.75:  # a page, a screenshot, a slide: many words read, as OCR reads them
+        paper = rng.choice((("white", "black"), ("white", "gray"), ("gray", "white"), ("white",), ("black", "white")))
+        return ImageObservations(text=page_lines(rng), faces=0, colors=paper, shapes=None, tools=tools)
     colours = tuple(rng.sample(list(COLOR_NAMES), rng.choice((1, 2, 3, 3))))
     faces = rng.choice((0, 0, 0, 1, 1, 2, 3))
     return ImageObservations(text=text, faces=faces, colors=colours, shapes=None, tools=tools)
+
+
+PAGE_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "on", "this", "by",
+              "we", "can", "be", "are", "from", "or", "an", "first", "data", "image", "value", "section", "method",
+              "results", "figure", "table", "number", "points", "using", "each", "two", "model", "time", "report",
+              "page", "chapter", "example", "shown", "below", "above", "system", "process", "energy", "water",
+              "light", "city", "market", "history", "students", "meeting", "project", "budget", "notes", "step",
+              "introduction", "summary", "total", "price", "order", "date", "name", "address", "phone", "email")  # fmt: skip
+
+
+def page_lines(rng: random.Random) -> tuple[str, ...]:
+    """3-8 lines of 4-9 words, with OCR's slips (two words run together, a stray mark)."""
+    lines = []
+    for _ in range(rng.randint(3, 8)):
+        words = [rng.choice(PAGE_WORDS) for _ in range(rng.randint(4, 9))]
+        if rng.random() < 0.5:
+            words[0] = words[0].capitalize()
+        if rng.random() < 0.25:
+            i = rng.randrange(len(words) - 1)
+            words[i : i + 2] = [words[i] + words[i + 1]]
+        if rng.random() < 0.15:
+            words.append(rng.choice((":", ">", "1.", "(2)", "-", "3.4")))
+        lines.append(" ".join(words) + rng.choice(("", "", ".", ",")))
+    return tuple(lines)
+
+
+MANY_WORDS = 12  # above this many words, a reply quotes only the start of the text
+
+
+def quoted_text(findings: ImageObservations) -> str:
+    words = " ".join(findings.text).split()
+    if len(words) <= MANY_WORDS:
+        return f'the text "{" ".join(words)}"'
+    return f'a lot of text, starting with "{" ".join(words[:6])}"'
 
 
 def _shape_parts(findings: ImageObservations) -> list[tuple[str, str]]:
@@ -93,7 +135,7 @@ def describe(findings: ImageObservations) -> str:
         head = f"I see {_listing(findings.shapes)}" if n == 1 else f"I see {n} shapes: {_listing(findings.shapes)}"
         reply = f"{head}, on a {findings.colors[0]} background."
     elif findings.shapes is not None:
-        reply = "It is a plain picture with nothing drawn on it."
+        reply = f"It is a plain {findings.colors[0]} picture with nothing drawn on it."
     else:
         verb = "colour is" if len(findings.colors) == 1 else "colours are"
         reply = f"I cannot see the photo itself, but its main {verb} {_and(findings.colors)}."
@@ -102,7 +144,7 @@ def describe(findings: ImageObservations) -> str:
                 f" There {'is one face' if findings.faces == 1 else f'are {NUMBER_WORDS[findings.faces]} faces'} in it."
             )
     if findings.text:
-        reply += f' It has the text "{" ".join(findings.text)}".'
+        reply += f" It has {quoted_text(findings)}."
     return reply
 
 
@@ -126,7 +168,10 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
     if choice == "text":
         q = rng.choice(("What does the text say?", "Is there any text?", "What is written on it?", "Can you read it?"))
         if findings.text:
-            return q, f'It says "{" ".join(findings.text)}".'
+            words = " ".join(findings.text).split()
+            if len(words) > MANY_WORDS:
+                return q, f"It has {quoted_text(findings)}."
+            return q, f'It says "{" ".join(words)}".'
         return q, "I don't find any text in the picture."
     if choice == "faces":
         q = rng.choice(("How many faces are there?", "Are there any people?", "Is anyone in the picture?"))
@@ -136,6 +181,10 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
     if choice == "count":
         n = len(parts)
         return rng.choice(COUNT), ("There is one shape." if n == 1 else f"There are {NUMBER_WORDS[n]} shapes.")
+    if choice == "missing" and not parts:
+        kind = rng.choice(KINDS[:-1])
+        q = rng.choice((f"What color is the {kind}?", f"Where is the {kind}?", f"Is there a {kind}?"))
+        return q, f"There is no {kind} in the picture: nothing is drawn on it."
     if choice in ("colour", "which", "yes_no") and not parts:
         return rng.choice(DESCRIBE), describe(findings)
     colour, kind = rng.choice(parts)
