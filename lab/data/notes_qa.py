@@ -91,7 +91,8 @@ PAGE_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "a
               "results", "figure", "table", "number", "points", "using", "each", "two", "model", "time", "report",
               "page", "chapter", "example", "shown", "below", "above", "system", "process", "energy", "water",
               "light", "city", "market", "history", "students", "meeting", "project", "budget", "notes", "step",
-              "introduction", "summary", "total", "price", "order", "date", "name", "address", "phone", "email")  # fmt: skip
+              "introduction", "summary", "total", "price", "order", "date", "name", "address", "phone",
+              "email")  # fmt: skip
 
 
 def page_lines(rng: random.Random) -> tuple[str, ...]:
