@@ -108,4 +108,5 @@ def test_one_query_attention_equals_sdpa_with_grouped_heads_and_a_mask(dtype):
     got = one_query_attention(q, k, v, mask)
     assert got.shape == (B, H, 1, D) and got.dtype == dtype
     torch.testing.assert_close(got.float(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-2)
-    assert torch.allclose(got[2].float(), v[2, :, :1].float().repeat_interleave(3, dim=0), atol=1e-2)  # row 2 sees one slot
+    only_slot = v[2, :, :1].float().repeat_interleave(3, dim=0)  # row 2 sees one slot: its value, per head
+    assert torch.allclose(got[2].float(), only_slot, atol=1e-2)
