@@ -12,11 +12,11 @@ the adapters' folder (engine.llm.perception), as projected tokens too. Conversat
 picture go to the adapted copy of the model, the rest to its own weights. The
 prompt is the model's own chat template; control tokens a person types stay plain text
 (`LMTokenizer.safe_chat_ids`); the oldest turns are dropped to fit the context window.
-Decoding is the engine's: each model (base, adapted) has one `engine.scheduler.Scheduler`, a
-thread that decodes every reply to it in one continuous batch and keeps each conversation's
-keys and values for its next turn (a reply too long for a slot decodes on its own with
-`engine.generation.generate`), so any number of threads may stream at once from the one copy
-of the weights.
+Decoding is the engine's: each model (base, adapted) has one `engine.scheduler.Scheduler`
+that decodes every reply to it in one continuous batch and keeps each conversation's keys and
+values for its next turn, both schedulers on one thread (a reply too long for a slot decodes on
+its own with `engine.generation.generate`), so any number of threads may stream at once from
+the one copy of the weights.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from engine.llm.tokenizer import AUDIO_MARK, IMAGE_MARK
 from engine.model import MultimodalModel
 from engine.prompt import ContextTooLong
 from engine.quantize import fast_decode_mode, quantize_int8
-from engine.scheduler import Scheduler, SchedulerConfig
+from engine.scheduler import DecodingThread, Scheduler, SchedulerConfig
 from engine.streaming import stream_text
 from engine.turns import PreparedAudio, PreparedImage, PreparedTurn, prepare_turns
 from engine.types import Conversation, GenerationConfig, InputError, ReplyInfo
@@ -116,6 +116,7 @@ class LMBackend:
         self.batching = batching or None
         self._schedulers: dict[int, Scheduler] = {}  # id(model) -> its scheduler, made on first use
         self._schedulers_lock = threading.Lock()
+        self._decoding_thread = DecodingThread(f"{name}-scheduler")  # one for every model's scheduler
         self.model = lm.model.eval()
         # what answers a conversation with pictures or recordings in it (the adapted model); a
         # text-only one is answered by the language model exactly as its makers trained it
@@ -252,9 +253,10 @@ class LMBackend:
             return None
         with self._schedulers_lock:
             scheduler = self._schedulers.get(id(model))
-            if scheduler is None:
-                name = f"{self.name}-{'base' if model is self.model else 'media'}-scheduler"
-                scheduler = Scheduler(model, self.tokenizer.stop_ids, self.tokenizer.pad_id, self.batching, name=name)
+            if scheduler is None:  # one thread decodes for both models (engine.scheduler.DecodingThread)
+                scheduler = Scheduler(
+                    model, self.tokenizer.stop_ids, self.tokenizer.pad_id, self.batching, thread=self._decoding_thread
+                )
                 self._schedulers[id(model)] = scheduler
             return scheduler
 

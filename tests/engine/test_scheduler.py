@@ -270,3 +270,52 @@ def test_a_reply_too_long_for_a_slot_is_refused_by_fits(model, scheduler):
 def test_the_lstm_decoder_is_refused_by_name():
     with pytest.raises(ValueError, match="Transformer"):
         Scheduler(tiny_model(decoder="lstm"), NO_STOP)
+
+
+def test_two_models_share_one_decoding_thread_and_each_answers_as_alone(model, monkeypatch):
+    import engine.scheduler
+    from engine.scheduler import DecodingThread
+
+    other = tiny_model(seed=2)
+    stepped_on: set[int] = set()
+    real = engine.scheduler.decode_one_token
+
+    def recorded(*args, **kwargs):
+        stepped_on.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.scheduler, "decode_one_token", recorded)
+    shared = DecodingThread("shared")
+    config = SchedulerConfig(slots=2, slot_len=128)
+    first = Scheduler(model, NO_STOP, config=config, thread=shared)
+    second = Scheduler(other, NO_STOP, config=config, thread=shared)
+    prompts = [prompt(90, 12), prompt(91, 7)]
+    results: dict[str, list] = {}
+
+    def ask(key, scheduler, ids):
+        results[key] = [int(t[0]) for t in scheduler.generate(inputs(ids), GREEDY)]
+
+    workers = [
+        threading.Thread(target=ask, args=("first", first, prompts[0])),
+        threading.Thread(target=ask, args=("second", second, prompts[1])),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert results["first"] == solo(model, prompts[0]) and results["second"] == solo(other, prompts[1])
+    assert stepped_on == {shared.ident}  # both models stepped on one thread
+    first.close()
+    assert results["second"] == [int(t[0]) for t in second.generate(inputs(prompts[1]), GREEDY)]  # still served
+    with pytest.raises(RuntimeError, match="closed"):
+        list(first.generate(inputs(prompts[0]), GREEDY))
+    second.close()
+    deadline = time.monotonic() + 5
+    while shared.ident is not None and time.monotonic() < deadline:  # the last one closed: the thread ends
+        time.sleep(0.01)
+    assert shared.ident is None
+    again = Scheduler(model, NO_STOP, config=config, thread=shared)  # and starts again for a new one
+    try:
+        assert [int(t[0]) for t in again.generate(inputs(prompts[0]), GREEDY)] == results["first"]
+    finally:
+        again.close()

@@ -165,6 +165,8 @@ def test_media_conversations_get_the_adapted_model_and_text_ones_the_base(tiny_g
     assert ask(routed, text)[0] == ask(base, text)[0]
     picture = Turn(role="user", text="What do you see?", images=[str(drawing)])
     assert ask(routed, picture)[0] == ask(only_adapted, picture)[0] != ask(base, picture)[0]
+    media, text_scheduler = routed.scheduler(routed.media_model), routed.scheduler(routed.model)
+    assert media is not text_scheduler and media.thread is text_scheduler.thread  # one decoding thread for both
 
 
 def test_a_conversations_next_turn_undo_and_new_system_prompt_through_the_prefix_cache(tiny_gguf):
