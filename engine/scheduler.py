@@ -250,7 +250,10 @@ class DecodingThread:
                         with self._lock:
                             self._schedulers.remove(scheduler)
                         continue
-                    busy = scheduler._tick() or busy
+                    try:
+                        busy = scheduler._tick() or busy
+                    except Exception as error:  # noqa: BLE001 - that model's replies end; the others go on
+                        scheduler._fail_all(error)
                 with self._lock:
                     if not self._schedulers:
                         self._thread = None
@@ -352,6 +355,12 @@ class Scheduler:
             self._cache = None
             release_memory(self.model.norm.weight.device)  # memory back to its baseline
         return False
+
+    def _fail_all(self, error: BaseException) -> None:
+        for index, reply in enumerate(self._slots):
+            if reply is not None:
+                self._finish(index, error, keep=False)
+        self._cache = None  # what it held may be half written
 
     def _shut_down(self) -> None:
         for index, reply in enumerate(self._slots):

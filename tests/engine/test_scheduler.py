@@ -319,3 +319,26 @@ def test_two_models_share_one_decoding_thread_and_each_answers_as_alone(model, m
         assert [int(t[0]) for t in again.generate(inputs(prompts[0]), GREEDY)] == results["first"]
     finally:
         again.close()
+
+
+def test_an_unexpected_error_in_one_models_loop_ends_its_replies_and_not_the_shared_thread(model):
+    from engine.scheduler import DecodingThread
+
+    shared, config = DecodingThread("shared"), SchedulerConfig(slots=2, slot_len=128)
+    broken = Scheduler(model, NO_STOP, config=config, thread=shared)
+    other = tiny_model(seed=2)
+    fine = Scheduler(other, NO_STOP, config=config, thread=shared)
+
+    def step_that_breaks():
+        raise RuntimeError("boom")
+
+    broken._step = step_that_breaks  # a bug outside the guarded prefill and decode calls
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            list(broken.generate(inputs(prompt(95, 8)), GREEDY))
+        assert broken.active == 0
+        ids = prompt(96, 9)
+        assert [int(t[0]) for t in fine.generate(inputs(ids), GREEDY)] == solo(other, ids)
+    finally:
+        broken.close()
+        fine.close()
