@@ -16,7 +16,8 @@ profile="${1:-run}"
 run_packages=(ffmpeg espeak-ng libsndfile1 libportaudio2 libgl1 libglib2.0-0)
 # sox: speech fixtures; pulseaudio: a virtual microphone for the voice-mode tests;
 # chromium: browser tests (Playwright drives the system Chromium, no browser download)
-test_packages=(sox libsox-fmt-all pulseaudio pulseaudio-utils chromium)
+# fonts-noto-color-emoji: the app's icons in screenshots
+test_packages=(sox libsox-fmt-all pulseaudio pulseaudio-utils chromium fonts-noto-color-emoji)
 wanted=("${run_packages[@]}")
 [[ "$profile" == test ]] && wanted+=("${test_packages[@]}")
 if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
