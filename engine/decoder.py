@@ -114,7 +114,7 @@ class Attention(nn.Module):
             )
         else:
             k, v = cache.update(context.positions, k, v, context.length)  # (B, KV, length, D)
-            if T == 1:
+            if T == 1 and q.device.type == "cpu":  # a GPU's SDPA kernels handle one query well
                 y = one_query_attention(q, k, v, context.mask)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask, enable_gqa=gqa)
@@ -124,8 +124,8 @@ class Attention(nn.Module):
 def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention of one new token a row (a decode step) over the cache, in float32: q (B, H, 1, D),
     k and v (B, KV, L, D), mask (B, 1, 1, L) -> (B, H, 1, D). Two batched matmuls over each group of
-    H // KV query heads that share a key/value head (no copy of k, v per head); on a CPU this is
-    several times faster than scaled_dot_product_attention's kernel, which is built for long queries."""
+    H // KV query heads that share a key/value head (no copy of k, v per head). Used on a CPU, where
+    it is several times faster than scaled_dot_product_attention's kernel, built for long queries."""
     B, H, _, D = q.shape
     KV = k.shape[1]
     grouped = q.reshape(B, KV, H // KV, D).float()  # (B, H, 1, D) -> (B, KV, G, D): head h reads k, v head h // G
