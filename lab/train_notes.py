@@ -3,7 +3,7 @@
     python -m lab.train_notes                       # ~25 min on 2 CPU cores: 300 steps of 8
     python -m lab.train_notes --steps 3 --out /tmp/a  # a smoke run (what CI does)
     python -m lab.train_notes --device cuda --batch 32  # on a GPU (bf16 autocast)
-    python -m lab.train_notes --init assets/models/smollm2-notes --steps 120 --lr 1e-4 --runs runs/notes-more
+    python -m lab.train_notes --init assets/models/smollm2-notes --steps 150 --lr 1.5e-4 --runs runs/notes-more
                                                       # further steps from the shipped adapters
 
 The LM stays frozen; rank-8 adapters on each attention projection learn from two streams:
@@ -110,6 +110,8 @@ def start_from_adapters(model, directory: Path) -> None:
     """Load a saved adapter folder's low-rank weights into the model's LoRA layers (same targets and rank)."""
     from safetensors.torch import load_file
 
+    if not (directory / ADAPTERS_FILE).is_file():
+        raise SystemExit(f"--init: {directory / ADAPTERS_FILE} does not exist.")
     state = load_file(str(directory / ADAPTERS_FILE))
     wanted = set(adapter_state(model))
     if set(state) != wanted:
