@@ -34,3 +34,5 @@ def test_a_few_steps_write_adapters_a_loss_curve_and_resume(tmp_path, capsys):
     assert "starting from the adapters in" in capsys.readouterr().out
     before, after = load_file(str(out / "adapters.safetensors")), load_file(str(again / "adapters.safetensors"))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(SystemExit, match="does not exist"):  # a wrong --init folder is one line
+        train_notes.main(more[:-1] + [str(tmp_path / "nowhere"), "--runs", str(tmp_path / "runs-none")])
