@@ -154,6 +154,11 @@ def _and(words) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _asking_for(kind: str, rng: random.Random) -> str:
+    """A question about a kind of shape the picture does not hold."""
+    return rng.choice((f"What color is the {kind}?", f"Where is the {kind}?", f"Is there a {kind}?"))
+
+
 def question_and_answer(findings: ImageObservations, rng: random.Random) -> tuple[str, str]:
     """One question about the findings and its grounded answer."""
     parts = _shape_parts(findings)
@@ -184,7 +189,7 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
         return rng.choice(COUNT), ("There is one shape." if n == 1 else f"There are {NUMBER_WORDS[n]} shapes.")
     if choice == "missing" and not parts:
         kind = rng.choice(KINDS[:-1])
-        q = rng.choice((f"What color is the {kind}?", f"Where is the {kind}?", f"Is there a {kind}?"))
+        q = _asking_for(kind, rng)
         return q, f"There is no {kind} in the picture: nothing is drawn on it."
     if choice in ("colour", "which", "yes_no") and not parts:
         return rng.choice(DESCRIBE), describe(findings)
@@ -213,7 +218,7 @@ def question_and_answer(findings: ImageObservations, rng: random.Random) -> tupl
         ) == 1 else f"No. The {_plural(kind)} are {_and(same)}."
     absent = [k for k in KINDS if k not in [b.removesuffix(" outline") for _, b in parts]]
     kind = rng.choice(absent)
-    q = rng.choice((f"What color is the {kind}?", f"Where is the {kind}?", f"Is there a {kind}?"))
+    q = _asking_for(kind, rng)
     return q, f"There is no {kind} in the picture. I see {_listing(findings.shapes)}."
 
 
