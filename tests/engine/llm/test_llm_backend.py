@@ -3,6 +3,8 @@ built here; the real SmolLM2 (installed by scripts/install.sh) in the slow lane.
 
 from __future__ import annotations
 
+import re
+
 import threading
 
 import pytest
@@ -234,6 +236,35 @@ def test_smollm2_answers_about_a_drawing_from_the_tools(smollm2, drawing):
     assert "blue" in colour.lower() and "green" not in colour.lower()
     count, _ = ask(smollm2, Turn(role="user", text="How many shapes are there?", images=[str(drawing)]), config=config)
     assert "two" in count.lower() or "2" in count
+
+
+@pytest.mark.slow
+def test_smollm2_describes_a_plain_picture_and_a_page_of_text_from_what_the_tools_found(smollm2, tmp_path):
+    """The two kinds of picture the adapters once garbled ("I see 1 faces." for a page of text)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from engine.observe import observe_image
+    from lab.lm_eval import COLOUR_WORDS, SHAPE_WORDS, faces_said
+
+    Image.new("RGB", (640, 480), (8, 8, 12)).save(tmp_path / "night.jpg", quality=85)
+    page = Image.new("RGB", (900, 600), "white")
+    draw, font = ImageDraw.Draw(page), ImageFont.load_default(size=30)
+    lines = ("Meeting notes for the garden project", "The budget for spring is shown below",
+             "Each team orders seeds and tools", "Total price and dates are in the table")  # fmt: skip
+    for row, line in enumerate(lines):
+        draw.text((40, 60 + 110 * row), line, fill="black", font=font)
+    page.save(tmp_path / "page.png")
+    config = GenerationConfig(temperature=0, max_new_tokens=60)
+    for name in ("night.jpg", "page.png"):
+        found = observe_image(Image.open(tmp_path / name).convert("RGB"))
+        said, _ = ask(smollm2, Turn(role="user", text="What do you see?", images=[str(tmp_path / name)]), config=config)
+        allowed = set(found.colors) | {w for s in found.shapes or () for w in s.split()}
+        invented = [w for w in COLOUR_WORDS + SHAPE_WORDS if re.search(rf"\b{w}s?\b", said.lower()) and w not in allowed]
+        assert not invented and faces_said(said) in (None, found.faces or 0), (name, found.as_sentences(), said)
+        if name == "night.jpg":
+            assert "black" in said.lower() and found.shapes == (), said
+        else:
+            assert "text" in said.lower() and any(w in said for w in ("Meeting", "notes", "garden")), said
 
 
 def real_recording(name: str):
