@@ -112,6 +112,11 @@ def greedy_long_replies(page, max_tokens: int) -> None:
         field = page.locator(f"{slider} input[type='number']")
         field.fill(str(value))
         field.press("Enter")
+        # The slider takes the typed value on Enter; a message sent before that would reply with the
+        # defaults (sampled, short), which can end before a stop click lands.
+        page.wait_for_function(
+            f"document.querySelector(\"{slider} input[type='range']\").value == '{value}'", timeout=10_000
+        )
 
 
 def watch_reply_lengths(page) -> None:
@@ -203,7 +208,11 @@ def test_stop_button_keeps_the_partial_reply(chromium, server):
         "stop.click(); return true; })()",
         timeout=30_000,
     )
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('Stopped')", timeout=20_000)
+    try:
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('Stopped')", timeout=20_000)
+    except Exception:  # what the page and the server show, for the next reader of a failure
+        tail = server.log[-4000:]
+        pytest.fail(f"no 'Stopped' after the click; the chat shows {bot_texts(page)!r}; server log:\n{tail}")
     shown = bot_texts(page)[-1]
     page.reload(wait_until="load")  # it was stored as shown, marked interrupted
     page.wait_for_selector("#chat [data-testid='bot']", timeout=60_000)
