@@ -7,7 +7,9 @@
 `positions` (B, T) holds each token's absolute position, so every sequence in a batch can
 be at its own place (a scheduler can batch users that started at different times).
 `cache=None` runs a plain full forward pass (training). The Transformer's cache is a
-preallocated `KVCache`; the LSTM's is its hidden state (`engine.lstm_decoder`).
+preallocated `KVCache`; the LSTM's is its hidden state (`engine.lstm_decoder`). On a CPU, a
+decode step (one token a row, with a cache) runs `engine.one_token.one_token_step`, the same
+computation with fewer operations.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.one_token import one_token_step
 
 
 class KVCache(nn.Module):
@@ -114,25 +117,8 @@ class Attention(nn.Module):
             )
         else:
             k, v = cache.update(context.positions, k, v, context.length)  # (B, KV, length, D)
-            if T == 1 and q.device.type == "cpu":  # a GPU's SDPA kernels handle one query well
-                y = one_query_attention(q, k, v, context.mask)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask, enable_gqa=gqa)
         return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, H, T, D) -> (B, T, C)
-
-
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of one new token a row (a decode step) over the cache, in float32: q (B, H, 1, D),
-    k and v (B, KV, L, D), mask (B, 1, 1, L) -> (B, H, 1, D). Two batched matmuls over each group of
-    H // KV query heads that share a key/value head (no copy of k, v per head). Used on a CPU, where
-    it is several times faster than scaled_dot_product_attention's kernel, built for long queries."""
-    B, H, _, D = q.shape
-    KV = k.shape[1]
-    grouped = q.reshape(B, KV, H // KV, D).float()  # (B, H, 1, D) -> (B, KV, G, D): head h reads k, v head h // G
-    scores = grouped @ k.float().transpose(-1, -2) * D**-0.5  # (B, KV, G, L)
-    scores = scores.masked_fill(~mask, float("-inf"))  # mask (B, 1, 1, L) over every head
-    y = scores.softmax(dim=-1) @ v.float()  # (B, KV, G, D)
-    return y.reshape(B, H, 1, D).to(q.dtype)
 
 
 class FeedForward(nn.Module):
@@ -194,6 +180,8 @@ class TransformerDecoder(nn.Module):
         return TransformerCache(self.config, batch_size, min(max_len, self.config.max_seq_len), device, dtype)
 
     def forward(self, x, positions, cache: TransformerCache | None = None, lengths=None):
+        if cache is not None and x.shape[1] == 1 and x.device.type == "cpu":
+            return one_token_step(self, x, positions, cache)  # a decode step, without per-op overhead
         context = StepContext(positions, *self.rotary.tables(positions, x.dtype))
         if cache is not None:
             context.length = int(positions.max()) + 1

@@ -349,9 +349,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--decode",
         default="native",
-        choices=["native", "int8"],
-        help="the engine's weights: as loaded (default) or int8 with bfloat16 activations (what the app "
-        "uses on a CPU); transformers always runs the loaded dtype",
+        choices=["native", "int8", "int4"],
+        help="the engine's weights: as loaded (default), int8, or int4 (a GGUF's 4-bit layers as they are, "
+        "the rest int8: what the app uses on a CPU), both with bfloat16 activations; transformers always "
+        "runs the loaded dtype",
     )
     parser.add_argument(
         "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="sequences decoded together (default 1,4,8)"
@@ -394,10 +395,11 @@ def main(argv=None) -> int:
     except EngineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.decode == "int8":
-        from engine.quantize import quantize_int8
+    if args.decode != "native":
+        from engine.quantize import packed_kinds, quantize
 
-        model = quantize_int8(model)
+        model = quantize(model, args.decode)
+        print(f"engine linears: {packed_kinds(model)}", file=sys.stderr)
     config = model.config
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         print(f"error: --prompt-tokens + --new-tokens must fit in max_seq_len={config.max_seq_len}", file=sys.stderr)

@@ -1,7 +1,7 @@
-"""What the fast decode step costs in quality: SmolLM2-135M-Instruct in fp32 against int8 weights
-with bfloat16 activations (engine.quantize), on the same questions and text.
+"""What the fast decode steps cost in quality: SmolLM2-135M-Instruct in fp32 against int8 and
+int4 weights with bfloat16 activations (engine.quantize), on the same questions and text.
 
-    python -m lab.quant_eval            # ~6 min on 2 CPU cores
+    python -m lab.quant_eval            # ~9 min on 2 CPU cores
 
 Prints, for each: the factual-QA score (lab.data.factual_qa, 48 questions, contains-match,
 greedy, 80 new tokens), the held-out perplexity of chatterbot-corpus replies given their
@@ -19,7 +19,7 @@ import torch
 
 from engine.llm import load_smollm2
 from engine.llm.lm import LanguageModel
-from engine.quantize import quantize_int8
+from engine.quantize import quantize
 from engine.types import GenerationConfig
 from lab.lm_eval import GREEDY, chat_cross_entropy, heldout_chat_pairs
 
@@ -52,18 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-pairs", type=int, default=60)
     args = parser.parse_args(argv)
     base = load_smollm2("cpu", dtype=torch.float32)
-    fast = LanguageModel(quantize_int8(base.model), base.tokenizer)
     pairs = heldout_chat_pairs(args.chat_pairs)
     rows = {}
-    for name, lm in (("fp32", base), ("int8 weights, bf16 activations", fast)):
+    for name, lm in (
+        ("fp32", base),
+        ("int8 weights, bf16 activations", LanguageModel(quantize(base.model, "int8"), base.tokenizer)),
+        ("int4 (Q4_1 as is), bf16 activations", LanguageModel(quantize(base.model, "int4"), base.tokenizer)),
+    ):
         replies = answers(lm)
         loss = chat_cross_entropy(lm.model, lm.tokenizer, pairs)
         rows[name] = (score(replies), math.exp(loss), replies, decode_rate(lm))
     reference = rows["fp32"][2]
-    print(f"{'':<34}{'factual QA':>12}{'perplexity':>12}{'same answer':>13}{'tok/s':>8}")
+    print(f"{'':<38}{'factual QA':>12}{'perplexity':>12}{'same answer':>13}{'tok/s':>8}")
     for name, (qa, ppl, replies, rate) in rows.items():
         same = sum(a == b for a, b in zip(replies, reference))
-        print(f"{name:<34}{qa:>11.1%}{ppl:>12.2f}{same:>9}/{len(reference)}{rate:>8.1f}")
+        print(f"{name:<38}{qa:>11.1%}{ppl:>12.2f}{same:>9}/{len(reference)}{rate:>8.1f}")
     return 0
 
 

@@ -39,7 +39,7 @@ from engine.llm.perception import HearingConfig, VisionConfig, load_hearing, loa
 from engine.llm.tokenizer import AUDIO_MARK, IMAGE_MARK
 from engine.model import MultimodalModel
 from engine.prompt import ContextTooLong
-from engine.quantize import fast_decode_mode, quantize_int8
+from engine.quantize import MODES, fast_decode_mode, quantize
 from engine.scheduler import DecodingThread, Scheduler, SchedulerConfig
 from engine.streaming import stream_text
 from engine.turns import PreparedAudio, PreparedImage, PreparedTurn, prepare_turns
@@ -98,17 +98,18 @@ class LMBackend:
         decode: str = "auto",
     ):
         """`batching`: the schedulers' settings; True: `SchedulerConfig.for_device`; None or
-        False: every reply decodes on its own (its own cache, no prefix cache). `decode`: "int8"
-        (engine.quantize: int8 weights, bfloat16 activations), "native" (the weights as loaded),
-        or "auto": int8 on a CPU, native elsewhere (bfloat16 on a GPU)."""
+        False: every reply decodes on its own (its own cache, no prefix cache). `decode`: "int4"
+        (engine.quantize: a GGUF's 4-bit layers kept as they are, other weights int8, bfloat16
+        activations), "int8", "native" (the weights as loaded), or "auto": int4 on a CPU,
+        native elsewhere (bfloat16 on a GPU)."""
         if decode == "auto":
-            decode = "int8" if fast_decode_mode(lm.device) == "int8" else "native"
-        if decode not in ("int8", "native"):
-            raise ValueError(f"decode must be auto, int8 or native, not {decode!r}")
-        if decode == "int8" and lm.model.config.decoder == "transformer":
+            decode = fast_decode_mode(lm.device) if fast_decode_mode(lm.device) in MODES else "native"
+        if decode not in (*MODES, "native"):
+            raise ValueError(f"decode must be auto, {', '.join(MODES)} or native, not {decode!r}")
+        if decode in MODES and lm.model.config.decoder == "transformer":
             shared = media_model is None or media_model is lm.model
-            lm.model = quantize_int8(lm.model)  # the LanguageModel answers with the same weights
-            media_model = lm.model if shared else quantize_int8(media_model)
+            lm.model = quantize(lm.model, decode)  # the LanguageModel answers with the same weights
+            media_model = lm.model if shared else quantize(media_model, decode)
         self.decode_mode = decode
         self.lm, self.name, self.transcriber = lm, name, transcriber
         if batching is True:

@@ -96,17 +96,19 @@ def test_rows_of_different_lengths_decode_at_their_own_positions(decoder):
 def test_one_query_attention_equals_sdpa_with_grouped_heads_and_a_mask(dtype):
     from torch.nn import functional as F
 
-    from engine.decoder import one_query_attention
+    from engine.one_token import one_query_attention
 
     g = torch.Generator().manual_seed(0)
     B, H, KV, L, D = 3, 9, 3, 17, 16  # three query heads share each key/value head
-    q = torch.randn(B, H, 1, D, generator=g).to(dtype)
-    k, v = (torch.randn(B, KV, L, D, generator=g).to(dtype) for _ in range(2))
+    q = torch.randn(B, H, D, generator=g)
+    k, v = (torch.randn(B, KV, L, D, generator=g).to(dtype) for _ in range(2))  # the cache's dtype
     positions = torch.tensor([16, 4, 0])  # each row sees the cache up to its own position
-    mask = (torch.arange(L) <= positions[:, None, None])[:, None]  # (B, 1, 1, L)
-    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True)
-    got = one_query_attention(q, k, v, mask)
-    assert got.shape == (B, H, 1, D) and got.dtype == dtype
-    torch.testing.assert_close(got.float(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-2)
-    only_slot = v[2, :, :1].float().repeat_interleave(3, dim=0)  # row 2 sees one slot: its value, per head
-    assert torch.allclose(got[2].float(), only_slot, atol=1e-2)
+    allowed = (torch.arange(L) <= positions[:, None, None])[:, None]  # (B, 1, 1, L)
+    expected = F.scaled_dot_product_attention(q[:, :, None], k.float(), v.float(), attn_mask=allowed, enable_gqa=True)
+    got = one_query_attention(q, k, v, ~allowed)
+    assert got.shape == (B, H * D) and got.dtype == torch.float32
+    torch.testing.assert_close(got.view(B, H, 1, D), expected, atol=1e-5, rtol=1e-4)
+    only_slot = v[2, :, 0].float().repeat_interleave(3, dim=0)  # row 2 sees one slot: its value, per head
+    torch.testing.assert_close(got[2].view(H, D), only_slot)
+    alone = one_query_attention(q[:1], k[:1], v[:1], None)  # one row reads every slot: no mask needed
+    torch.testing.assert_close(alone, got[:1])
