@@ -46,6 +46,15 @@ class KVCache(nn.Module):
             self.v.scatter_(2, index, v)
         return self.k[:, :, :length], self.v[:, :, :length]
 
+    def grow(self, capacity: int) -> None:
+        """Room for `capacity` positions a row, keeping what the buffers hold."""
+        old = self.k.shape[2]
+        for name in ("k", "v"):
+            buffer = getattr(self, name)
+            grown = buffer.new_zeros(*buffer.shape[:2], capacity, buffer.shape[3])  # (B, H, capacity, D)
+            grown[:, :, :old] = buffer
+            setattr(self, name, grown)
+
 
 class Rotary(nn.Module):
     """Rotary position embeddings looked up by absolute position."""
@@ -156,15 +165,32 @@ class Block(nn.Module):
 
 
 class TransformerCache(nn.Module):
-    """One KVCache per layer."""
+    """One KVCache per layer, for up to `max_len` positions a row. With a smaller `capacity` the
+    buffers start that long and `reserve` grows them (doubling) as rows get longer, so many short
+    conversations do not hold memory for their longest possible length."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype, capacity: int | None = None):
         super().__init__()
+        capacity = max_len if capacity is None else max(1, min(capacity, max_len))
         self.layers = nn.ModuleList(
-            KVCache(batch_size, config.kv_heads, max_len, config.head_dim, device, dtype)
+            KVCache(batch_size, config.kv_heads, capacity, config.head_dim, device, dtype)
             for _ in range(config.n_layers)
         )
         self.max_len = max_len
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].k.shape[2]
+
+    def reserve(self, length: int) -> None:
+        """Room for positions 0 .. length-1 in every row (at most max_len)."""
+        if length <= self.capacity:
+            return
+        if length > self.max_len:
+            raise ValueError(f"{length} positions do not fit a cache of {self.max_len}")
+        capacity = min(self.max_len, max(length, 2 * self.capacity))
+        for layer in self.layers:
+            layer.grow(capacity)
 
 
 class TransformerDecoder(nn.Module):
@@ -176,8 +202,8 @@ class TransformerDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.rotary = Rotary(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
 
-    def new_cache(self, batch_size: int, max_len: int, device, dtype) -> TransformerCache:
-        return TransformerCache(self.config, batch_size, min(max_len, self.config.max_seq_len), device, dtype)
+    def new_cache(self, batch_size: int, max_len: int, device, dtype, capacity: int | None = None) -> TransformerCache:
+        return TransformerCache(self.config, batch_size, min(max_len, self.config.max_seq_len), device, dtype, capacity)
 
     def forward(self, x, positions, cache: TransformerCache | None = None, lengths=None):
         if cache is not None and x.shape[1] == 1 and x.device.type == "cpu":

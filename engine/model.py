@@ -55,9 +55,10 @@ class MultimodalModel(nn.Module):
         x = self.decoder(self.text_encoder(ids), positions, cache)
         return self.lm_head(self.norm(x[:, -1]))
 
-    def new_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> nn.Module:
+    def new_cache(self, batch_size: int, max_len: int, device=None, dtype=None, **growing) -> nn.Module:
+        """`growing`: capacity=N starts a Transformer's cache at N positions (TransformerCache.reserve)."""
         weight = self.norm.weight  # the activations' dtype (the head may hold int8: engine.quantize)
-        return self.decoder.new_cache(batch_size, max_len, device or weight.device, dtype or weight.dtype)
+        return self.decoder.new_cache(batch_size, max_len, device or weight.device, dtype or weight.dtype, **growing)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -81,6 +81,7 @@ class SchedulerConfig:
     slot_len: int = 2048  # tokens (prompt + reply) one slot holds; longer replies decode on their own
     prefix_cache_mb: float = 256.0  # finished conversations' keys and values kept for their next turn
     idle_release_s: float = 10.0  # the batch cache is freed after this long without work
+    first_capacity: int = 256  # positions the batch cache starts with; it doubles up to slot_len as rows grow
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> SchedulerConfig:
@@ -371,9 +372,11 @@ class Scheduler:
         self._cache = None
         self._stopped.set()
 
-    def _ensure_cache(self) -> TransformerCache:
+    def _ensure_cache(self, length: int) -> TransformerCache:
+        """The batch cache, with room for `length` positions in every slot (it grows as needed)."""
         if self._cache is None:
-            self._cache = self.model.new_cache(self.config.slots, self.slot_len)
+            self._cache = self.model.new_cache(self.config.slots, self.slot_len, capacity=self.config.first_capacity)
+        self._cache.reserve(length)
         return self._cache
 
     def _drop_finished(self) -> None:
@@ -430,9 +433,9 @@ class Scheduler:
         self.stats.prefilled_tokens += len(ids) - start
 
     def _prefill(self, index: int, reply: _Reply) -> None:
-        cache = self._ensure_cache()
         inputs = reply.inputs
         ids = inputs.ids[0, : int(inputs.lengths[0])].tolist()
+        cache = self._ensure_cache(len(ids))
         start, layers = self._match(ids) if reply.text_only else (0, None)
         self._copy_prefix(cache, index, start, layers)
         device = inputs.ids.device
@@ -475,7 +478,7 @@ class Scheduler:
             logits = prefill(self.model, inputs, scratch)  # (B, V)
         except Exception:  # noqa: BLE001 - retried one by one: only the bad request errors
             return False
-        cache = self._ensure_cache()
+        cache = self._ensure_cache(max(len(prompt) for prompt in prompts))
         for row, (index, reply, prompt, (start, _)) in enumerate(zip(indices, replies, prompts, matches)):
             n = len(prompt)
             for big, small in zip(cache.layers, scratch.layers):
@@ -517,6 +520,7 @@ class Scheduler:
         device = self.model.norm.weight.device
         tokens = torch.tensor([r.next_token if r else self.pad_id for r in rows], device=device)  # (b,)
         positions = torch.tensor([len(r.fed) if r else 0 for r in rows], device=device)  # (b,)
+        self._ensure_cache(int(positions.max()) + 1)
         try:
             logits = decode_one_token(self.model, tokens, positions, _CacheView(self._cache, slice(0, last + 1)))
         except Exception as error:  # noqa: BLE001 - nothing of this step can be trusted

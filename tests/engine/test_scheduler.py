@@ -342,3 +342,17 @@ def test_an_unexpected_error_in_one_models_loop_ends_its_replies_and_not_the_sha
     finally:
         broken.close()
         fine.close()
+
+
+def test_the_batch_cache_starts_small_and_grows_with_its_longest_row(model):
+    """A cache for 4 slots of 256 positions starts at 8 and grows (doubling, what it holds kept) as
+    replies get longer; each reply equals its solo decoding."""
+    grower = Scheduler(model, stop_ids=NO_STOP, config=SchedulerConfig(slots=4, slot_len=256, first_capacity=8))
+    try:
+        long_reply = GenerationConfig(temperature=0, max_new_tokens=40)
+        prompts = [prompt(20, 5), prompt(21, 30), prompt(22, 12)]  # 30 > 8 positions from the start
+        results = run_together(grower, prompts, configs={0: long_reply, 1: long_reply, 2: long_reply})
+        assert results == [solo(model, p, long_reply) for p in prompts]
+        assert 70 <= grower._cache.capacity <= 128  # the longest row read 30 + 40 positions
+    finally:
+        grower.close()
