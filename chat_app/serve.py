@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="replies generated at once; the others wait in the queue (default: as many as the "
-        "models decode in one batch, 16 for smollm2 on a CPU; 2 for models without batching)",
+        "models decode in one batch, 32 for smollm2 on a CPU; 2 for models without batching)",
     )
     parser.add_argument(
         "--guest-turns-per-hour",

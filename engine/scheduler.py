@@ -85,11 +85,12 @@ class SchedulerConfig:
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> SchedulerConfig:
-        """16 slots on a CPU (2 cores, SmolLM2-135M int8: 102 tokens/s at a batch of 8, 123 at 16,
-        130 at 32: `python -m lab.bench --batch-sizes`), 32 on a GPU."""
+        """32 slots on a CPU (2 cores, SmolLM2-135M int4: 161 tokens/s at a batch of 8, 182 at 16,
+        220 at 32: `python -m lab.bench --batch-sizes`; the cache grows with the longest row, so
+        32 short conversations hold little), 32 on a GPU."""
         if torch.device(device).type == "cuda":
             return cls(slots=32, slot_len=4096, prefix_cache_mb=2048.0)
-        return cls(slots=16)
+        return cls(slots=32)
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.slot_len < 2:

@@ -108,9 +108,10 @@ def gguf_path(spec: str) -> Path:
 
 
 def weights(module: torch.nn.Module) -> int:
-    """Parameters, int8 weights (engine.quantize keeps them as buffers) included."""
+    """Parameters, packed weights (engine.quantize keeps them as buffers: int8, or two 4-bit codes a byte) included."""
     int8 = sum(b.numel() for name, b in module.named_buffers() if name.endswith("int8_weight"))
-    return sum(p.numel() for p in module.parameters()) + int8
+    int4 = sum(2 * b.numel() for name, b in module.named_buffers() if name.endswith(".packed"))
+    return sum(p.numel() for p in module.parameters()) + int8 + int4
 
 
 def text_parameters(model: MultimodalModel) -> int:

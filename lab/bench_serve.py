@@ -11,8 +11,8 @@ as clients on other machines would:
 - for each number of concurrent streams: that many clients at once, each with its own
   question, greedy, exactly --new-tokens at most; aggregate completion tokens/s (all tokens /
   wall time of the round), p50 and p95 time to the first content token, errors;
-- one conversation of --turns turns (each turn sends the whole history back, as chat clients
-  do): time to first token at turn 1 and at the last turn;
+- --conversations conversations (3) of --turns turns, one after another (each turn sends the
+  whole history back, as chat clients do): the median time to first token at turn 1 and at the last turn;
 - the server's resident memory after start-up and a first reply (baseline), at the end of the
   load, and once the server has been idle for --idle-s seconds.
 
@@ -152,11 +152,19 @@ def load_round(url: str, model: str, streams: int, new_tokens: int) -> dict:
     }
 
 
-def conversation_turns(url: str, model: str, turns: int, new_tokens: int) -> list[float]:
+def conversation_turns(url: str, model: str, turns: int, new_tokens: int, conversations: int = 3) -> list[float]:
+    """Time to first token at each turn: the median over `conversations` conversations, one
+    after another, each with its own system prompt (nothing of one is in the prefix cache for the next)."""
+    runs = [one_conversation(url, model, turns, new_tokens, number) for number in range(conversations)]
+    return [statistics.median(times) for times in zip(*runs)]
+
+
+def one_conversation(url: str, model: str, turns: int, new_tokens: int, number: int) -> list[float]:
     from openai import OpenAI
 
     client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
-    messages, ttfts = [{"role": "system", "content": "You are a helpful assistant."}], []
+    system = f"You are a helpful assistant. This is conversation {number + 1}."
+    messages, ttfts = [{"role": "system", "content": system}], []
     for turn in range(turns):
         messages.append({"role": "user", "content": f"Tell me one more fact about {TOPICS[turn % len(TOPICS)]}."})
         result = one_stream(client, model, messages, new_tokens)
@@ -184,7 +192,7 @@ def plot(result: dict, path: str) -> None:
     axes[1].legend()
     turns = result["turn_ttft_s"]
     axes[2].bar(range(1, len(turns) + 1), turns)
-    axes[2].set(title="one conversation: first token (s) by turn", xlabel="turn")
+    axes[2].set(title="conversations: median first token (s) by turn", xlabel="turn")
     fig.suptitle(f"{result['model']} through /v1 on 127.0.0.1 · {os.cpu_count()} CPU cores", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -201,7 +209,7 @@ def report(result: dict) -> str:
             f"{r['streams']:>8}{r['tok_s']:>9.1f}{r['tok_s'] / alone:>7.1f}x{p50:>12}{p95:>12}{r['errors']:>8}"
         )
     turns = result["turn_ttft_s"]
-    lines.append(f"one conversation: first token {turns[0]:.2f} s at turn 1, {turns[-1]:.2f} s at turn {len(turns)} "
+    lines.append(f"conversations (median per turn): first token {turns[0]:.3f} s at turn 1, {turns[-1]:.3f} s at turn {len(turns)} "
                  f"({turns[-1] / turns[0]:.2f}x)")  # fmt: skip
     m = result["memory_mb"]
     lines.append(f"server memory (RSS): {m['baseline']:.0f} MB after start-up, {m['loaded']:.0f} MB after the load, "
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1,4,8,16,32")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--conversations", type=int, default=3, help="conversations whose median per turn is reported")
     parser.add_argument("--idle-s", type=float, default=15.0, help="idle wait before the last memory reading")
     parser.add_argument("--server-arg", action="append", default=[], help="passed to launch.py (repeatable)")
     parser.add_argument("--start-timeout", type=float, default=300.0)
@@ -236,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in streams:
                 print(f"{n} concurrent streams…", file=sys.stderr, flush=True)
                 rounds.append(load_round(server.url, model, n, args.new_tokens))
-            print("one conversation…", file=sys.stderr, flush=True)
-            turns = conversation_turns(server.url, model, args.turns, min(args.new_tokens, 32))
+            print("conversations…", file=sys.stderr, flush=True)
+            turns = conversation_turns(server.url, model, args.turns, min(args.new_tokens, 32), args.conversations)
             loaded = rss_mb(server.process.pid)
             time.sleep(args.idle_s)
             idle = rss_mb(server.process.pid)
