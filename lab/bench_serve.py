@@ -209,8 +209,8 @@ def report(result: dict) -> str:
             f"{r['streams']:>8}{r['tok_s']:>9.1f}{r['tok_s'] / alone:>7.1f}x{p50:>12}{p95:>12}{r['errors']:>8}"
         )
     turns = result["turn_ttft_s"]
-    lines.append(f"conversations (median per turn): first token {turns[0]:.3f} s at turn 1, {turns[-1]:.3f} s at turn {len(turns)} "
-                 f"({turns[-1] / turns[0]:.2f}x)")  # fmt: skip
+    lines.append(f"conversations (median per turn): first token {turns[0]:.3f} s at turn 1, "
+                 f"{turns[-1]:.3f} s at turn {len(turns)} ({turns[-1] / turns[0]:.2f}x)")  # fmt: skip
     m = result["memory_mb"]
     lines.append(f"server memory (RSS): {m['baseline']:.0f} MB after start-up, {m['loaded']:.0f} MB after the load, "
                  f"{m['idle']:.0f} MB after {result['idle_s']:.0f} s idle")  # fmt: skip
