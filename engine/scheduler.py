@@ -82,6 +82,7 @@ class SchedulerConfig:
     prefix_cache_mb: float = 256.0  # finished conversations' keys and values kept for their next turn
     idle_release_s: float = 10.0  # the batch cache is freed after this long without work
     first_capacity: int = 256  # positions the batch cache starts with; it doubles up to slot_len as rows grow
+    admit_at_once: int = 8  # waiting replies prefilled in one turn of the loop; a decode step comes between turns
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> SchedulerConfig:
@@ -93,8 +94,8 @@ class SchedulerConfig:
         return cls(slots=32)
 
     def __post_init__(self) -> None:
-        if self.slots < 1 or self.slot_len < 2:
-            raise ValueError("a scheduler needs at least one slot of at least two tokens")
+        if self.slots < 1 or self.slot_len < 2 or self.admit_at_once < 1:
+            raise ValueError("a scheduler needs at least one slot of at least two tokens, admitting at least one reply")
 
 
 @dataclass
@@ -386,11 +387,12 @@ class Scheduler:
                 self._finish(index, None)  # what it read stays valid for the next turn
 
     def _admit(self) -> None:
-        """Waiting replies into free slots: text-only ones prefilled together in one forward, a
-        reply with media on its own."""
+        """Waiting replies into free slots, at most `admit_at_once` a turn of the loop (the batch
+        decodes a step between groups, so a crowd's first replies start before its last prompts
+        are read): text-only ones prefilled together in one forward, a reply with media on its own."""
         free = [i for i, r in enumerate(self._slots) if r is None]
         taken: list[_Reply] = []
-        while not self._waiting.empty() and len(taken) < len(free):
+        while not self._waiting.empty() and len(taken) < min(len(free), self.config.admit_at_once):
             reply = self._waiting.get()
             if reply.over:
                 reply.out.put(_END)

@@ -356,3 +356,58 @@ def test_the_batch_cache_starts_small_and_grows_with_its_longest_row(model):
         assert 70 <= grower._cache.capacity <= 128  # the longest row read 30 + 40 positions
     finally:
         grower.close()
+
+
+def test_a_crowd_is_admitted_a_group_at_a_time_with_decode_steps_between(model, monkeypatch):
+    """Seven replies waiting together, three admitted a turn: three forwards of 3, 3 and 1 prompts
+    with a decode step after each, so the first group's replies start before the last prompt is read."""
+    import engine.scheduler
+
+    grouped = Scheduler(model, stop_ids=NO_STOP, config=SchedulerConfig(slots=8, slot_len=256, admit_at_once=3))
+    try:
+        events: list[str] = []
+        real_step, real_prefill = engine.scheduler.decode_one_token, engine.scheduler.prefill
+
+        def counted_prefill(model, inputs, cache):
+            events.append(f"read {len(inputs.ids)}")  # prompts in this forward
+            return real_prefill(model, inputs, cache)
+
+        monkeypatch.setattr(engine.scheduler, "prefill", counted_prefill)
+        release, holding = threading.Event(), threading.Event()
+
+        def step(*args, **kwargs):
+            if not release.is_set():
+                holding.set()
+                release.wait(10)
+            events.append("step")
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(engine.scheduler, "decode_one_token", step)
+        blocker = grouped.generate(inputs(prompt(80, 6)), GenerationConfig(temperature=0, max_new_tokens=40))
+        next(blocker)
+        assert holding.wait(5)  # the thread is inside a decode step: the next seven wait together
+        prompts = [prompt(81 + i, 8 + i) for i in range(7)]
+        results: list = [None] * 7
+
+        def one(i):
+            results[i] = [int(t[0]) for t in grouped.generate(inputs(prompts[i]), GREEDY)]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(7)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while grouped._waiting.qsize() < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        events.clear()
+        release.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        list(blocker)
+        reads = [e for e in events if e.startswith("read")]
+        assert reads == ["read 3", "read 3", "read 1"]
+        after_first = events.index("read 3")
+        after_second = events.index("read 3", after_first + 1)
+        assert "step" in events[after_first:after_second] and "step" in events[after_second : events.index("read 1")]
+        assert results == [solo(model, p) for p in prompts]
+    finally:
+        grouped.close()
