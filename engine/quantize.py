@@ -167,11 +167,6 @@ def quantize(model: MultimodalModel, mode: str = "int8", keep_bf16: bool = True)
     return fast.eval()
 
 
-def quantize_int8(model: MultimodalModel, keep_bf16: bool = True) -> MultimodalModel:
-    """`quantize(model, "int8")`."""
-    return quantize(model, "int8", keep_bf16)
-
-
 def packed_kinds(model: nn.Module) -> dict[str, int]:
     """How many linears of each packed kind `model` holds, e.g. {"Int4Linear": 120, "Int8Linear": 1}."""
     kinds: dict[str, int] = {}
