@@ -8,7 +8,7 @@ microseconds dispatching each: that, not arithmetic, was half of a step (`torch.
 This path is the same computation as `TransformerDecoder.forward` with a cache, written for one
 token: the residual stream and norms in float32 (no casts around each norm), the packed
 linears called on 2-D rows, the rotation of queries and keys done once for both, the cache
-written by index, and attention as two batched matmuls over each group of query heads sharing
+written by `KVCache.update`'s indexed write, and attention as two batched matmuls over each group of query heads sharing
 a key/value head (SDPA's CPU kernel is built for long queries and was several times slower).
 A GPU keeps the generic path (its kernels handle one query well; launches are what it costs).
 """
@@ -61,7 +61,6 @@ def one_token_step(decoder: nn.Module, x: torch.Tensor, positions: torch.Tensor,
     at = positions[:, 0]  # (B,)
     length = int(at.max()) + 1
     cos, sin = decoder.rotary.cos[at][:, None], decoder.rotary.sin[at][:, None]  # (B, 1, D/2), float32
-    rows = torch.arange(B, device=x.device)
     # a row may not read the slots after its own position (another row's longer past); one row reads all
     masked = None if B == 1 else (torch.arange(length, device=x.device) > at[:, None])[:, None, None]  # (B, 1, 1, L)
     h = x[:, 0].float()  # (B, 1, C) -> (B, C): the residual stream
@@ -70,9 +69,10 @@ def one_token_step(decoder: nn.Module, x: torch.Tensor, positions: torch.Tensor,
         qkv = linear_rows(attention.qkv, rms_norm(h, block.attention_norm)).float().view(B, H + 2 * KV, D)
         first, second = qkv[:, : H + KV, :half], qkv[:, : H + KV, half:]  # queries and keys, (B, H+KV, D/2) each
         qk = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)  # rotated, (B, H+KV, D)
-        layer.k[rows, :, at] = qk[:, H:].to(layer.k.dtype)  # (B, KV, D) into (B, KV, max_len, D)
-        layer.v[rows, :, at] = qkv[:, H + KV :].to(layer.v.dtype)
-        y = one_query_attention(qk[:, :H], layer.k[:B, :, :length], layer.v[:B, :, :length], masked)  # (B, C)
+        k, v = layer.update(  # (B, KV, D) -> (B, KV, 1, D) written at each row's position; (B, KV, length, D) back
+            positions, qk[:, H:, None].to(layer.k.dtype), qkv[:, H + KV :, None].to(layer.v.dtype), length
+        )
+        y = one_query_attention(qk[:, :H], k, v, masked)  # (B, C)
         h = h + linear_rows(attention.out, y)
         gate, up = linear_rows(ffn.gate_up, rms_norm(h, block.ffn_norm)).chunk(2, dim=-1)
         h = h + linear_rows(ffn.down, F.silu(gate) * up)

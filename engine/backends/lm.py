@@ -103,7 +103,8 @@ class LMBackend:
         activations), "int8", "native" (the weights as loaded), or "auto": int4 on a CPU,
         native elsewhere (bfloat16 on a GPU)."""
         if decode == "auto":
-            decode = fast_decode_mode(lm.device) if fast_decode_mode(lm.device) in MODES else "native"
+            picked = fast_decode_mode(lm.device)
+            decode = picked if picked in MODES else "native"
         if decode not in (*MODES, "native"):
             raise ValueError(f"decode must be auto, {', '.join(MODES)} or native, not {decode!r}")
         if decode in MODES and lm.model.config.decoder == "transformer":
