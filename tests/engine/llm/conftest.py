@@ -122,8 +122,11 @@ GGUF_NAMES = {
 }
 
 
-def tiny_llama_gguf(root: Path, folder: Path, name: str = "tiny.gguf", quantize: bool = True) -> Path:
-    """The folder's model as a llama GGUF: q/k permuted, the MLP in Q8_0 (if `quantize`), the rest F32."""
+def tiny_llama_gguf(
+    root: Path, folder: Path, name: str = "tiny.gguf", quantize: bool = True, mlp_type: str = "Q8_0"
+) -> Path:
+    """The folder's model as a llama GGUF: q/k permuted, the MLP in `mlp_type` (Q8_0, Q4_1…; if
+    `quantize`), the rest F32."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -172,11 +175,8 @@ def tiny_llama_gguf(root: Path, folder: Path, name: str = "tiny.gguf", quantize:
             elif part == "self_attn.k_proj":
                 weight = llama_cpp_permute(weight, config["num_key_value_heads"])
         if quantize and ".ffn_" in gguf_name:
-            writer.add_tensor(
-                gguf_name,
-                gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0),
-                raw_dtype=gguf.GGMLQuantizationType.Q8_0,
-            )
+            kind = gguf.GGMLQuantizationType[mlp_type]
+            writer.add_tensor(gguf_name, gguf.quants.quantize(weight, kind), raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name, weight)
     writer.write_header_to_file()

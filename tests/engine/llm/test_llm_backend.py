@@ -100,6 +100,35 @@ def test_bad_conversations_are_refused_before_any_text(backend, tmp_path):
         ask(backend, Turn(role="user", text="listen", audio=[str(clip)]))
 
 
+def test_a_gguf_with_4_bit_layers_decodes_with_those_codes_and_a_bad_mode_is_refused(tmp_path):
+    """A real GGUF file whose MLP is Q4_1 (written by gguf's own quantizer): on a CPU the backend
+    keeps those layers as their 4-bit codes, the float32 attention as int8, and answers."""
+    from engine.fusion import TEXT, ModelInputs
+    from engine.quantize import packed_kinds
+
+    path = tiny_llama_gguf(tmp_path, tiny_llama_folder(tmp_path, tie=True, max_positions=1024), mlp_type="Q4_1")
+    fast = LMBackend(load_language_model(path, "cpu"), name="fast")  # decode "auto"
+    full = load_language_model(path, "cpu")  # the same file in float32
+    layers = full.model.config.n_layers
+    assert fast.decode_mode == "int4"
+    assert packed_kinds(fast.model) == {"Int4Linear": 2 * layers, "Int8Linear": 2 * layers, "Int8Head": 1}
+    ids = torch.tensor([full.tokenizer.chat_ids([{"role": "user", "content": "What is the capital of France?"}])])
+    inputs = ModelInputs(
+        ids=ids,
+        positions=torch.arange(ids.shape[1])[None],
+        lengths=torch.tensor([ids.shape[1]]),
+        media_kind=torch.full_like(ids, TEXT),
+    )
+    with torch.inference_mode():
+        expected = full.model.logits(full.model(inputs))[0, -1].float()
+        got = fast.model.logits(fast.model(inputs))[0, -1].float()
+    assert (got - expected).norm() / expected.norm() < 0.05
+    text, info = ask(fast, Turn(role="user", text="hello"))
+    assert info.finish_reason in ("stop", "length") and info.new_tokens > 0
+    with pytest.raises(ValueError, match="int8, int4 or native"):
+        LMBackend(load_language_model(path, "cpu"), decode="int3")
+
+
 def test_cancel_ends_the_reply(backend):
     cancel = threading.Event()
     info = ReplyInfo()
