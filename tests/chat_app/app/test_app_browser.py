@@ -110,13 +110,20 @@ def greedy_long_replies(page, max_tokens: int) -> None:
     page.locator("#settings").get_by_text("Settings").first.click()
     for slider, value in (("#temperature", 0), ("#max-tokens", max_tokens)):
         field = page.locator(f"{slider} input[type='number']")
-        field.fill(str(value))
-        field.press("Enter")
-        # The slider takes the typed value on Enter; a message sent before that would reply with the
-        # defaults (sampled, short), which can end before a stop click lands.
-        page.wait_for_function(
-            f"document.querySelector(\"{slider} input[type='range']\").value == '{value}'", timeout=10_000
-        )
+        taken = f"document.querySelector(\"{slider} input[type='range']\").value == '{value}'"
+        # The slider takes the typed value on Enter, and once in CI it did not (typed while the settings
+        # were still opening): a message sent then replies with the defaults (sampled, short), which can
+        # end before a stop click lands. So it is typed again until the slider holds it.
+        for _ in range(5):
+            field.fill(str(value))
+            field.press("Enter")
+            try:
+                page.wait_for_function(taken, timeout=3_000)
+                break
+            except Exception:  # noqa: BLE001 - typed again
+                continue
+        else:
+            raise AssertionError(f"the {slider} slider never took {value}")
 
 
 def watch_reply_lengths(page) -> None:
