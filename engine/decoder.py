@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.native_step import native_one_token_step
 from engine.one_token import one_token_step
 
 
@@ -207,7 +208,9 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, x, positions, cache: TransformerCache | None = None, lengths=None):
         if cache is not None and x.shape[1] == 1 and x.device.type == "cpu":
-            return one_token_step(self, x, positions, cache)  # a decode step, without per-op overhead
+            # a decode step: in C++ where it is built (engine.native_step), else in few Python operations
+            native = native_one_token_step(self, x, positions, cache)
+            return native if native is not None else one_token_step(self, x, positions, cache)
         context = StepContext(positions, *self.rotary.tables(positions, x.dtype))
         if cache is not None:
             context.length = int(positions.max()) + 1

@@ -21,6 +21,7 @@ from engine.backends.base import Capabilities, Sampling
 from engine.generation import generate
 from engine.loading import load_checkpoint, load_sampling
 from engine.model import MultimodalModel
+from engine.native_step import prepare as prepare_native_step
 from engine.prompt import build_prompt, collate
 from engine.streaming import stream_text
 from engine.tokenizer import ChatTokenizer
@@ -42,6 +43,7 @@ class BuiltinBackend:
             transcribes_audio="asr" in model.config.observations,
         )
         self.sampling = sampling
+        prepare_native_step(self.model)
 
     @classmethod
     def from_directory(cls, directory: str | Path, device: str = "auto") -> BuiltinBackend:

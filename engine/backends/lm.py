@@ -38,6 +38,7 @@ from engine.llm.lm import SMOLLM2_SHA256, LanguageModel, load_language_model, lo
 from engine.llm.perception import HearingConfig, VisionConfig, load_hearing, load_vision
 from engine.llm.tokenizer import AUDIO_MARK, IMAGE_MARK
 from engine.model import MultimodalModel
+from engine.native_step import prepare as prepare_native_step
 from engine.prompt import ContextTooLong
 from engine.quantize import MODES, fast_decode_mode, quantize
 from engine.scheduler import DecodingThread, Scheduler, SchedulerConfig
@@ -120,6 +121,7 @@ class LMBackend:
         self._schedulers_lock = threading.Lock()
         self._decoding_thread = DecodingThread(f"{name}-scheduler")  # one for every model's scheduler
         self.model = lm.model.eval()
+        prepare_native_step(self.model)  # the C++ decode step on a CPU, built now rather than at the first reply
         # what answers a conversation with pictures or recordings in it (the adapted model); a
         # text-only one is answered by the language model exactly as its makers trained it
         self.media_model = media_model if media_model is not None else self.model
