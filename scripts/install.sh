@@ -12,8 +12,8 @@ profile="${1:-run}"
 
 # System packages -------------------------------------------------------------------
 # ffmpeg: audio decoding; espeak-ng: spoken replies; libportaudio2: desktop voice mode;
-# libgl1/libglib2.0-0: OpenCV (faces, OCR)
-run_packages=(ffmpeg espeak-ng libsndfile1 libportaudio2 libgl1 libglib2.0-0)
+# libgl1/libglib2.0-0: OpenCV (faces, OCR); g++/ninja-build: the C++ decode step (engine/native_step.py)
+run_packages=(ffmpeg espeak-ng libsndfile1 libportaudio2 libgl1 libglib2.0-0 g++ ninja-build)
 # sox: speech fixtures; pulseaudio: a virtual microphone for the voice-mode tests;
 # chromium: browser tests (Playwright drives the system Chromium, no browser download)
 # fonts-noto-color-emoji: the app's icons in screenshots
@@ -63,4 +63,10 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]]; then
     .venv/bin/python -c "import torch, torchaudio, torchvision, tokenizers, gradio" \
         || { echo "Python packages did not install correctly; see the messages above." >&2; exit 1; }
     echo "$fingerprint" > "$stamp"
+fi
+
+# The C++ decode step (engine/native_step.py), built once per machine (~20 s) so that the first
+# reply does not wait for it. Without it the app still runs, decoding in Python (about half as fast).
+if ! .venv/bin/python -c "import sys, engine.native_step as n; sys.exit(0 if n.load() else 1)" 2>/dev/null; then
+    echo "warning: the C++ decode step could not be built; replies will decode in Python (slower)." >&2
 fi
