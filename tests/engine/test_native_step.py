@@ -19,18 +19,19 @@ def test_the_cpp_step_builds_on_this_machine():
 
 
 def steps_agree(model, cache_dtype, rows: int, tolerance: float):
-    """One step of `rows` rows at different positions (one at position 0), C++ against Python, on
-    equal caches full of earlier keys and values."""
+    """One step of `rows` rows at different positions (one at position 0, one past 64 slots: the
+    C++ attention works in spans of 64), C++ against Python, on equal caches full of earlier keys
+    and values."""
     decoder, config = model.decoder, model.config
     g = torch.Generator().manual_seed(rows)
-    caches = [decoder.new_cache(rows, 64, "cpu", cache_dtype) for _ in range(2)]
+    caches = [decoder.new_cache(rows, 200, "cpu", cache_dtype) for _ in range(2)]
     for python_layer, cpp_layer in zip(*(cache.layers for cache in caches)):
         python_layer.k.copy_(torch.randn(python_layer.k.shape, generator=g))
         python_layer.v.copy_(torch.randn(python_layer.v.shape, generator=g))
         cpp_layer.k, cpp_layer.v = python_layer.k.clone(), python_layer.v.clone()
     dtype = model.norm.weight.dtype
     x = torch.randn(rows, 1, config.d_model, generator=g).to(dtype)
-    positions = torch.tensor([[(17 * row) % 60] for row in range(rows)])  # (B, 1); row 0 at position 0
+    positions = torch.tensor([[(17 * row) % 60 + 130 * (row % 2)] for row in range(rows)])  # (B, 1); 0, 147, 34…
     with torch.inference_mode():
         expected = one_token_step(decoder, x, positions, caches[0]).float()
         got = native.native_one_token_step(decoder, x, positions, caches[1])
