@@ -107,47 +107,45 @@ ENGINE_INLINE void to_float(const T* source, float* target, int64_t D) {
   for (int64_t d = 0; d < D; ++d) target[d] = float(source[d]);
 }
 
-// scores (G, stride)[l] <- q (G, D) . keys[l] / sqrt(D) for slots l in [from, to): -inf after `last`
+// scores (G, stride) <- q (G, D) . keys[l] / sqrt(D) for slots l <= last, -inf after (up to `stride`)
 template <typename T>
-ENGINE_INLINE void score_keys(const float* q, const T* keys, int64_t from, int64_t to, int64_t last, int64_t G,
-                              int64_t D, float* scores, int64_t stride) {
+ENGINE_INLINE void score_keys(const float* q, const T* keys, int64_t last, int64_t G, int64_t D, float* scores,
+                              int64_t stride) {
   float row[256];
   const float scale = 1.0f / std::sqrt(float(D));
-  for (int64_t l = from; l < to; ++l) {
-    if (l > last) {
-      for (int64_t g = 0; g < G; ++g) scores[g * stride + l] = -std::numeric_limits<float>::infinity();
-      continue;
-    }
+  for (int64_t l = 0; l <= last; ++l) {
     to_float(keys + l * D, row, D);
     for (int64_t g = 0; g < G; ++g) scores[g * stride + l] = dot(q + g * D, row, D) * scale;
   }
+  for (int64_t g = 0; g < G; ++g) {
+    std::fill(scores + g * stride + last + 1, scores + (g + 1) * stride, -std::numeric_limits<float>::infinity());
+  }
 }
 
-// out (G, D)[:, from:to] <- sum over slots l <= last of weights (G, stride)[l] * values[l][from:to]
+// out (G, D) <- sum over slots l <= last of weights (G, stride)[l] * values[l]
 template <typename T>
-ENGINE_INLINE void mix_values(const float* weights, const T* values, int64_t last, int64_t G, int64_t D,
-                              int64_t from, int64_t to, float* out, int64_t stride) {
+ENGINE_INLINE void mix_values(const float* weights, const T* values, int64_t last, int64_t G, int64_t D, float* out,
+                              int64_t stride) {
   float row[256];
-  const int64_t width = to - from;
-  for (int64_t g = 0; g < G; ++g) std::fill(out + g * D + from, out + g * D + to, 0.0f);
+  std::fill(out, out + G * D, 0.0f);
   for (int64_t l = 0; l <= last; ++l) {
-    to_float(values + l * D + from, row, width);
+    to_float(values + l * D, row, D);
     for (int64_t g = 0; g < G; ++g) {
       const float p = weights[g * stride + l];
-      float* o = out + g * D + from;
-      for (int64_t d = 0; d < width; ++d) o[d] += p * row[d];
+      float* o = out + g * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += p * row[d];
     }
   }
 }
 
-#define ENGINE_ATTENTION_LOOPS(T, suffix)                                                                         \
-  ENGINE_VECTOR_CLONES void score_keys_##suffix(const float* q, const T* keys, int64_t from, int64_t to,          \
-                                                int64_t last, int64_t G, int64_t D, float* scores, int64_t stride) { \
-    score_keys<T>(q, keys, from, to, last, G, D, scores, stride);                                                  \
-  }                                                                                                               \
-  ENGINE_VECTOR_CLONES void mix_values_##suffix(const float* weights, const T* values, int64_t last, int64_t G,  \
-                                                int64_t D, int64_t from, int64_t to, float* out, int64_t stride) { \
-    mix_values<T>(weights, values, last, G, D, from, to, out, stride);                                             \
+#define ENGINE_ATTENTION_LOOPS(T, suffix)                                                                        \
+  ENGINE_VECTOR_CLONES void score_keys_##suffix(const float* q, const T* keys, int64_t last, int64_t G,          \
+                                                int64_t D, float* scores, int64_t stride) {                      \
+    score_keys<T>(q, keys, last, G, D, scores, stride);                                                          \
+  }                                                                                                              \
+  ENGINE_VECTOR_CLONES void mix_values_##suffix(const float* weights, const T* values, int64_t last, int64_t G, \
+                                                int64_t D, float* out, int64_t stride) {                         \
+    mix_values<T>(weights, values, last, G, D, out, stride);                                                     \
   }
 ENGINE_ATTENTION_LOOPS(float, float)
 ENGINE_ATTENTION_LOOPS(c10::BFloat16, bfloat16)
@@ -155,33 +153,28 @@ ENGINE_ATTENTION_LOOPS(c10::Half, half)
 
 // Attention of one new token a row over slots 0..positions[b] of its cache, in float32:
 // q (B, H + 2 KV, D) (the queries first), keys and values (B, KV, capacity, D) -> out (B, H * D).
-// The work is cut finer than rows x key/value heads (one row has 3 such pairs for 2 cores): the
-// scores by spans of slots, the weighted values by halves of the head.
 template <typename T, typename Score, typename Mix>
 void attend(const float* q, const at::Tensor& keys, const at::Tensor& values, const int64_t* positions, int64_t B,
             int64_t H, int64_t KV, int64_t D, float* out, Score score, Mix mix) {
   const int64_t G = H / KV, capacity = keys.size(2);
   const int64_t L = *std::max_element(positions, positions + B) + 1;
-  const int64_t span = 64, spans = (L + span - 1) / span;
   at::Tensor scores = at::empty({B, H, L}, at::kFloat);  // (B, KV * G, L): -inf beyond a row's position
   float* sp = scores.data_ptr<float>();
   const T* kp = keys.data_ptr<T>();
   const T* vp = values.data_ptr<T>();
-  at::parallel_for(0, B * KV * spans, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {  // task = (b * KV + kv) * spans + part
-      const int64_t index = task / spans, part = task % spans, b = index / KV, kv = index % KV;
-      score(q + (b * (H + 2 * KV) + kv * G) * D, kp + index * capacity * D, part * span,
-            std::min(L, (part + 1) * span), positions[b], G, D, sp + index * G * L, L);
+  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {  // index = b * KV + kv
+      const int64_t b = index / KV, kv = index % KV;
+      score(q + (b * (H + 2 * KV) + kv * G) * D, kp + index * capacity * D, positions[b], G, D, sp + index * G * L,
+            L);
     }
   });
   at::Tensor weights = at::_softmax(scores, -1, false);
   const float* wp = weights.data_ptr<float>();
-  const int64_t halves = D % 16 == 0 ? 2 : 1;
-  at::parallel_for(0, B * KV * halves, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t index = task / halves, half = task % halves, b = index / KV, width = D / halves;
-      mix(wp + index * G * L, vp + index * capacity * D, positions[b], G, D, half * width, (half + 1) * width,
-          out + index * G * D, L);
+  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b = index / KV;
+      mix(wp + index * G * L, vp + index * capacity * D, positions[b], G, D, out + index * G * D, L);
     }
   });
 }

@@ -19,9 +19,8 @@ def test_the_cpp_step_builds_on_this_machine():
 
 
 def steps_agree(model, cache_dtype, rows: int, tolerance: float):
-    """One step of `rows` rows at different positions (one at position 0, one past 64 slots: the
-    C++ attention works in spans of 64), C++ against Python, on equal caches full of earlier keys
-    and values."""
+    """One step of `rows` rows at different positions (0, 147, 34…), C++ against Python, on equal
+    caches full of earlier keys and values."""
     decoder, config = model.decoder, model.config
     g = torch.Generator().manual_seed(rows)
     caches = [decoder.new_cache(rows, 200, "cpu", cache_dtype) for _ in range(2)]
