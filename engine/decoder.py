@@ -8,8 +8,8 @@
 be at its own place (a scheduler can batch users that started at different times).
 `cache=None` runs a plain full forward pass (training). The Transformer's cache is a
 preallocated `KVCache`; the LSTM's is its hidden state (`engine.lstm_decoder`). On a CPU, a
-decode step (one token a row, with a cache) runs `engine.one_token.one_token_step`, the same
-computation with fewer operations.
+decode step (one token a row, with a cache) is the same computation with fewer operations: in C++
+(`engine.native_step`) where that is built, else `engine.one_token.one_token_step`.
 """
 
 from __future__ import annotations

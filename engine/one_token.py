@@ -11,6 +11,8 @@ linears called on 2-D rows, the rotation of queries and keys done once for both,
 written by `KVCache.update`'s indexed write, and attention as two batched matmuls over each group of query heads sharing
 a key/value head (SDPA's CPU kernel is built for long queries and was several times slower).
 A GPU keeps the generic path (its kernels handle one query well; launches are what it costs).
+`engine.native_step` runs this same step in C++ where it is built; this one is its reference (the
+tests hold the two together) and what runs where no compiler is found.
 """
 
 from __future__ import annotations
