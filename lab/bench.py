@@ -263,13 +263,22 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def decode_step(model: MultimodalModel) -> str:
+    """Which one-token step the engine decodes with here: "C++" (engine.native_step), "Python", or "generic"."""
+    from engine.native_step import enabled, load
+
+    if model.config.decoder != "transformer" or model.norm.weight.device.type != "cpu":
+        return "generic"
+    return "C++" if enabled() and load() else "Python"
+
+
 def report(result: dict) -> str:
     m, c, p = result["machine"], result["config"], result["params"]
     lines = [
         f"machine  {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, load average "
         f"{m['load_average']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
         f"software torch {m['torch']}, transformers {m['transformers']}, python {m['python']}",
-        f"run      device {m['device']}, dtype {m['dtype']} (engine weights: {c['decode']}), "
+        f"run      device {m['device']}, dtype {m['dtype']} (engine weights: {c['decode']}, step: {c['step']}), "
         f"{c['prompt_tokens']} prompt tokens, "
         f"{c['new_tokens']} new tokens, greedy, median of {c['repeats']} (+{c['warmup']} warm-up)",
         f"model    {c['source']}: {c['decoder']} d_model={c['d_model']} layers={c['n_layers']} "
@@ -431,6 +440,7 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "seed": args.seed,
         "decode": args.decode,
+        "step": decode_step(model),
     }
     print(report(result))
     if args.plot:

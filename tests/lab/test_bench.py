@@ -55,6 +55,7 @@ def test_both_models_have_the_same_text_path_and_the_run_is_described(summary):
     assert data["config"]["d_model"] == 64 and data["config"]["new_tokens"] == 8
     assert data["machine"]["device"] == "cpu" and data["machine"]["dtype"] == "float32"
     assert data["machine"]["torch_threads"] == 1
+    assert data["config"]["step"] == "C++" and "step: C++" in table  # the step the engine decodes with here
     assert "decode tokens/s" in table and "time to first token" in table
 
 
