@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from chat_app.settings import Settings
+from chat_app.speech import let_the_audio_encoder_start
 from chat_app.updates import Options
 
 
@@ -135,6 +136,7 @@ def _chat(ui: Layout, settings: Settings) -> None:
 
 
 def _voice(ui: Layout, defaults: Options) -> None:
+    let_the_audio_encoder_start()  # each spoken reply's stream opens with its first sound
     ui.spoken_out = gr.Audio(
         streaming=True,
         autoplay=True,

@@ -76,6 +76,26 @@ class Speech:
         return SentenceChunker()
 
 
+ENCODER_START_S = 2.0  # how long the first sound of a spoken reply may wait for Gradio's AAC encoder
+
+
+def let_the_audio_encoder_start() -> None:
+    """Give Gradio's streaming-audio encoder time to emit its first frame.
+
+    Gradio encodes a streamed sound with an ffmpeg process started with the stream's first chunk,
+    and waits `STARTUP_WAIT` (0.1 s) for its first frame. ffmpeg took 0.13-0.23 s here, so the
+    first chunk of a spoken reply almost always came back empty: the stream then opened with an
+    empty playlist, and a browser that read it before the next sentence logged `levelEmptyError`.
+    The wait ends as soon as a frame is out, so a longer limit costs only ffmpeg's real start.
+    """
+    try:
+        import gradio.audio_stream_encoder as encoder
+    except ImportError:  # another Gradio: nothing to adjust
+        return
+    if hasattr(encoder, "STARTUP_WAIT"):
+        encoder.STARTUP_WAIT = max(encoder.STARTUP_WAIT, ENCODER_START_S)
+
+
 def about_a_file(warning: str, name: str) -> str:
     """A speech recognizer's warning about a recording, worded for an uploaded file: a file
     that is silent needs no advice about the microphone."""

@@ -206,3 +206,23 @@ def test_serve_refuses_bad_flags(tmp_path, capsys):
     assert serve.run(serve_args(tmp_path, model=[str(tmp_path / "nowhere")])) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("error:") and "nowhere" in error[-1]
+
+
+def test_a_spoken_reply_stream_opens_with_its_first_sound(store, backend, settings, monkeypatch):
+    """Gradio waited 0.1 s for its AAC encoder's first frame and ffmpeg took 0.13-0.23 s here: the
+    first sentence's chunk came back empty and the stream opened with an empty playlist (the
+    browser's `levelEmptyError`). The app gives the encoder time to start."""
+    import numpy as np
+    from gradio import audio_stream_encoder
+
+    monkeypatch.setattr(audio_stream_encoder, "STARTUP_WAIT", 0.1)  # Gradio's own value
+    build_app(backend, store, settings)
+    assert audio_stream_encoder.STARTUP_WAIT >= 1.0
+    sentence = (np.sin(np.arange(11025) / 10) * 8000).astype(np.int16).tobytes()  # 0.5 s at 22.05 kHz
+    for _ in range(3):
+        encoder = audio_stream_encoder.AacStreamEncoder(22050, 1)
+        try:
+            encoder.feed(sentence)
+            assert encoder.take(), "the first chunk of a stream came back without a frame"
+        finally:
+            encoder.flush()
