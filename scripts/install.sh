@@ -67,6 +67,7 @@ fi
 
 # The C++ decode step (engine/native_step.py), built once per machine (~20 s) so that the first
 # reply does not wait for it. Without it the app still runs, decoding in Python (about half as fast).
+echo "==> The C++ decode step (built once per machine, ~20 s)"
 if ! .venv/bin/python -c "import sys, engine.native_step as n; sys.exit(0 if n.load() else 1)" 2>/dev/null; then
     echo "warning: the C++ decode step could not be built; replies will decode in Python (slower)." >&2
 fi
