@@ -4,9 +4,13 @@
 
 `engine.one_token.one_token_step` already does a step with few tensor operations, yet on two
 cores PyTorch's cost per operation from Python (~5 µs, ~25 operations a layer) was still about
-half of SmolLM2's step. The C++ step is the same computation: the 4-bit, int8 or dense matmuls are
-PyTorch's own kernels, called from C++, and the norms, rotation, cache write and attention over
-one query are plain loops in float32.
+half of SmolLM2's step. The C++ step is the same computation: the 4-bit and dense matmuls are
+PyTorch's own kernels, called from C++, the int8 ones (SmolLM2's output head among them) are
+`engine/csrc/low_bit_matmul.cpp`'s where the CPU has AVX2 (`fast_kernels`; 2-3x PyTorch's), and
+the norms, rotation, cache write and attention over one query are plain loops in float32.
+`at::parallel_for` splits attention and the int8 rows over the cores only when the library is
+compiled with OpenMP, as PyTorch is on Linux: hence `-fopenmp` there (the runtime is PyTorch's own
+libgomp, which the library finds through libtorch).
 
 It is compiled once per machine by `torch.utils.cpp_extension` (a C++ compiler is needed; the
 build lands in `~/.cache/torch_extensions` and took 15-20 s on 2 cores here). Where it cannot be built,
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -25,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SOURCE = Path(__file__).parent / "csrc" / "one_token_step.cpp"
+SOURCES = [Path(__file__).parent / "csrc" / name for name in ("one_token_step.cpp", "low_bit_matmul.cpp")]
 NAME = "engine_native_step"  # the library's name in the build folder
 DENSE, INT8, INT4 = 0, 1, 2  # the C++ Kind
 
@@ -51,8 +56,8 @@ def load() -> bool:
 
                 build(
                     name=NAME,
-                    sources=[str(SOURCE)],
-                    extra_cflags=["-O3"],
+                    sources=[str(path) for path in SOURCES],
+                    extra_cflags=["-O3", *_openmp_flags()],
                     is_python_module=False,
                     verbose=False,
                 )
@@ -61,6 +66,22 @@ def load() -> bool:
                 _state["loaded"], _state["reason"] = False, f"{type(error).__name__}: {error}"
                 _log.warning("the C++ decode step could not be built; decoding runs the Python step (%s)", error)
     return bool(_state["loaded"])
+
+
+def _openmp_flags() -> list[str]:
+    """["-fopenmp"] where PyTorch itself runs on OpenMP and the compiler is GCC's (Linux), else []: then
+    `at::parallel_for` in the library runs on one core, as a build without it would."""
+    return ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
+
+
+def fast_kernels() -> bool:
+    """True where the C++ code is built and the CPU has AVX2 and FMA: then int8 weights (`engine.quantize`,
+    the output head among them) are multiplied by `torch.ops.engine_native.int8_rows` (`low_bit_matmul.cpp`)."""
+    if not enabled() or not load():
+        return False
+    if "fast" not in _state:
+        _state["fast"] = bool(torch.ops.engine_native.fast_kernels())
+    return bool(_state["fast"])
 
 
 def prepare(model: nn.Module) -> None:

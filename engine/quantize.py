@@ -5,7 +5,10 @@
     picked = fast_decode_mode(device)      # "int4" on a CPU, "bf16" on a GPU (what load_backend uses)
 
 "int8": each Linear of the decoder (attention, SwiGLU MLP) and the output head keeps an int8
-weight and one bfloat16 scale per output channel; `torch._weight_int8pack_mm` multiplies.
+weight and one bfloat16 scale per output channel. Where the C++ code is built and the CPU has AVX2
+(`engine.native_step.fast_kernels`), `torch.ops.engine_native.int8_rows` multiplies, with the
+activations rounded to int8 per block of 32 inputs as llama.cpp does (`engine/csrc/low_bit_matmul.cpp`,
+2-3x PyTorch's kernel on SmolLM2's head); elsewhere `torch._weight_int8pack_mm`, with bfloat16 activations.
 
 "int4": a decoder Linear whose weights already are 4-bit codes, a scale and an offset per group
 of 32 inputs (what llama.cpp's Q4_1 stores, so every Q4_1 GGUF layer), keeps exactly those codes
@@ -49,14 +52,18 @@ class PackedLinear(nn.Module):
     def _packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def rows(self, x: torch.Tensor) -> torch.Tensor:
-        """x (M, K) in any float dtype -> (M, N) bfloat16."""
-        x = x.to(torch.bfloat16)
+    def exact_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) in any float dtype -> (M, N) as the kernel gives it: float32 from the C++ int8
+        kernel (`engine.native_step.fast_kernels`), else bfloat16."""
         if self.dense is not None and (x.shape[0] > self.max_rows or x.device.type != "cpu"):
-            y = F.linear(x, self.dense)
+            y = F.linear(x.to(torch.bfloat16), self.dense)
         else:
             y = self._packed_mm(x)  # (M, N)
         return y if self.bias is None else y + self.bias
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) in any float dtype -> (M, N) bfloat16."""
+        return self.exact_rows(x).to(torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -76,7 +83,14 @@ class Int8Linear(PackedLinear):
         self.register_buffer("scales", scales.to(torch.bfloat16), persistent=False)
 
     def _packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int8pack_mm(rows, self.int8_weight, self.scales)
+        from engine.native_step import fast_kernels
+
+        on_cpu = rows.device.type == "cpu"
+        if on_cpu and self.in_features % GROUP == 0 and fast_kernels():
+            return torch.ops.engine_native.int8_rows(rows, self.int8_weight, self.scales)  # float32
+        if on_cpu and self.in_features % 16:  # PyTorch's CPU kernel reads 16 inputs at a time: wrong, or a crash
+            return F.linear(rows.to(torch.bfloat16), self.int8_weight.to(torch.bfloat16) * self.scales[:, None])
+        return torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.int8_weight, self.scales)
 
 
 class Int8Head(Int8Linear):
@@ -92,7 +106,7 @@ class Int8Head(Int8Linear):
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) -> float32 logits (M, V)."""
-        logits = super().rows(x).float()
+        logits = self.exact_rows(x).float()
         best = logits.max(dim=-1, keepdim=True).values  # (M, 1)
         near = logits >= best - best.abs() * 2**-6 - 1e-3  # four bfloat16 rounding steps of the best
         row, token = near.nonzero(as_tuple=True)  # (n,) each
@@ -136,7 +150,7 @@ class Int4Linear(PackedLinear):
         self.register_buffer("scales_and_zeros", scales_and_zeros.contiguous().to(torch.bfloat16), persistent=False)
 
     def _packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scales_and_zeros)
+        return torch._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP, self.scales_and_zeros)
 
 
 def packed_linear(linear: nn.Linear, mode: str, keep_bf16: bool = True) -> PackedLinear:

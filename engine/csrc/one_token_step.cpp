@@ -6,8 +6,9 @@
 //
 // The plan holds the layers' weights (the tensors themselves, so in-place changes are seen); each
 // step writes each row's keys and values at its position of the layer's cache (B, KV, capacity, D).
-// The matmuls are PyTorch's own kernels (4-bit, int8, or a dense linear); the norms, the rotation,
-// the cache write and attention over one query are loops here, in float32.
+// The matmuls are engine/csrc/low_bit_matmul.cpp's (4-bit and int8 weights, where the CPU has AVX2) or
+// PyTorch's own kernels (its 4-bit layout, int8 elsewhere, a dense linear); the norms, the rotation, the cache
+// write and attention over one query are loops here, in float32.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,6 +20,8 @@
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "low_bit_matmul.h"
 
 namespace {
 
@@ -36,13 +39,16 @@ struct Linear {
     if (kind == kDense) {
       y = at::linear(x.to(dense.scalar_type()), dense, bias);
     } else {
-      at::Tensor xb = x.to(at::kBFloat16);
       if (dense.defined() && x.size(0) > max_rows) {
-        y = at::linear(xb, dense);
+        y = at::linear(x.to(at::kBFloat16), dense);
+      } else if (kind == kInt8 && engine_native::fast_kernels() && packed.size(1) % 32 == 0) {
+        y = engine_native::int8_rows(x, packed, scales);
+      } else if (kind == kInt8 && packed.size(1) % 16 != 0) {  // PyTorch's kernel reads 16 inputs at a time
+        y = at::linear(x.to(at::kBFloat16), packed.to(at::kBFloat16) * scales.unsqueeze(1));
       } else if (kind == kInt8) {
-        y = at::_weight_int8pack_mm(xb, packed, scales);
+        y = at::_weight_int8pack_mm(x.to(at::kBFloat16), packed, scales);
       } else {
-        y = at::_weight_int4pack_mm_for_cpu(xb, packed, kGroup, scales);
+        y = at::_weight_int4pack_mm_for_cpu(x.to(at::kBFloat16), packed, kGroup, scales);
       }
       if (bias.defined()) y = y + bias;
     }

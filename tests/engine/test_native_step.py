@@ -57,6 +57,22 @@ def test_a_packed_model_steps_as_in_python_with_few_and_many_rows(mode):
         steps_agree(fast, torch.bfloat16, rows, tolerance=0.02)  # bfloat16 roundings in other places
 
 
+def test_an_int8_model_of_widths_not_multiples_of_16_steps_as_the_float_model():
+    """72 inputs: not whole blocks of 32 for int8_rows, and PyTorch's int8 kernel gives wrong numbers (or crashes)
+    when the inputs are not a multiple of 16, so such layers multiply their dequantized weights."""
+    model = tiny_model(d_model=72, n_heads=4, n_kv_heads=2)
+    fast = quantize(model, "int8")
+    steps_agree(fast, torch.bfloat16, 3, tolerance=0.02)
+    x = torch.randn(2, 1, 72, generator=torch.Generator().manual_seed(0))
+    positions = torch.tensor([[0], [0]])
+    with torch.inference_mode():
+        expected = one_token_step(model.decoder, x, positions, model.decoder.new_cache(2, 8, "cpu", torch.float32))
+        got = native.native_one_token_step(
+            fast.decoder, x.bfloat16(), positions, fast.decoder.new_cache(2, 8, "cpu", torch.bfloat16)
+        )
+    assert (got.float() - expected).norm() / expected.norm() < 0.03
+
+
 def test_greedy_replies_are_the_same_with_and_without_the_cpp_step(monkeypatch):
     model = tiny_model(d_model=64, n_heads=4, n_kv_heads=2)
     inputs = random_inputs(model.config, [12], with_media=False)
@@ -119,7 +135,7 @@ def test_a_position_beyond_the_cache_is_an_error_not_a_crash():
 def test_a_machine_that_cannot_build_it_decodes_in_python(monkeypatch, tmp_path, caplog):
     broken = tmp_path / "one_token_step.cpp"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(native, "SOURCE", broken)
+    monkeypatch.setattr(native, "SOURCES", [broken])
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setattr(native, "NAME", "engine_native_step_broken")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
