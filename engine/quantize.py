@@ -104,11 +104,20 @@ class Int8Head(Int8Linear):
         weight = linear.weight.detach().float()
         self.register_buffer("float_scales", weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0, persistent=False)
 
+    NEAR_RELATIVE, NEAR_ABSOLUTE = 2**-6, 1e-3  # four bfloat16 rounding steps of the best, and a little
+
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) -> float32 logits (M, V)."""
+        from engine.native_step import fast_kernels
+
+        packed = self.dense is None or x.shape[0] <= self.max_rows
+        if packed and self.bias is None and x.device.type == "cpu" and self.in_features % GROUP == 0 and fast_kernels():
+            return torch.ops.engine_native.int8_logits(  # the same, in one C++ call
+                x, self.int8_weight, self.scales, self.float_scales, self.NEAR_RELATIVE, self.NEAR_ABSOLUTE
+            )
         logits = self.exact_rows(x).float()
         best = logits.max(dim=-1, keepdim=True).values  # (M, 1)
-        near = logits >= best - best.abs() * 2**-6 - 1e-3  # four bfloat16 rounding steps of the best
+        near = logits >= best - best.abs() * self.NEAR_RELATIVE - self.NEAR_ABSOLUTE
         row, token = near.nonzero(as_tuple=True)  # (n,) each
         weights = self.int8_weight[token].float() * self.float_scales[token, None]  # (n, K)
         exact = (x.float()[row] * weights).sum(dim=-1)  # (n,)
