@@ -81,8 +81,10 @@ def test_an_unknown_mode_is_refused_by_name():
         quantize(tiny_model(), "int3")
 
 
-def test_the_head_scores_near_ties_in_float32():
+@pytest.mark.parametrize("cpp", ["1", "0"])  # re-scored by engine_native.int8_logits, or in Python
+def test_the_head_scores_near_ties_in_float32(cpp, monkeypatch):
     """Logits 25.25 and 25.30 are one bfloat16 value (25.25): the int8 kernel alone ties them."""
+    monkeypatch.setenv("ENGINE_NATIVE_STEP", cpp)
     from engine.quantize import Int8Head
 
     head = torch.nn.Linear(64, 5, bias=False)
