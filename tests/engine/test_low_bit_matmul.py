@@ -52,9 +52,12 @@ def test_a_packed_linear_and_the_head_use_it_and_agree_with_pytorchs_kernel(monk
     monkeypatch.delenv("ENGINE_NATIVE_STEP")
     head = torch.nn.Linear(128, 300, bias=False)
     head.weight.data = weight
-    logits = Int8Head(head).rows(x)
-    assert logits.dtype == torch.float32
-    assert torch.equal(logits.argmax(-1), (x @ weight.T).argmax(-1))  # the best token re-scored in float32
+    packed_head = Int8Head(head)
+    many = torch.randn(packed_head.max_rows + 1, 128, generator=torch.Generator().manual_seed(3))  # bfloat16 matmul
+    for rows in (x, many):
+        logits = packed_head.rows(rows)
+        assert logits.dtype == torch.float32
+        assert torch.equal(logits.argmax(-1), (rows @ weight.T).argmax(-1))  # the best token re-scored in float32
 
 
 def test_inputs_it_cannot_take_are_errors_and_such_a_layer_still_multiplies(monkeypatch):
