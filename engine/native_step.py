@@ -5,12 +5,15 @@
 `engine.one_token.one_token_step` already does a step with few tensor operations, yet on two
 cores PyTorch's cost per operation from Python (~5 µs, ~25 operations a layer) was still about
 half of SmolLM2's step. The C++ step is the same computation: the 4-bit and dense matmuls are
-PyTorch's own kernels, called from C++, the int8 ones (SmolLM2's output head among them) are
-`engine/csrc/low_bit_matmul.cpp`'s where the CPU has AVX2 (`fast_kernels`; 2-3x PyTorch's), and
-the norms, rotation, cache write and attention over one query are plain loops in float32.
-`at::parallel_for` splits attention and the int8 rows over the cores only when the library is
-compiled with OpenMP, as PyTorch is on Linux: hence `-fopenmp` there (the runtime is PyTorch's own
-libgomp, which the library finds through libtorch).
+PyTorch's own kernels, called from C++; the int8 ones (SmolLM2's output head among them) are
+`engine/csrc/low_bit_matmul.cpp`'s where the CPU has AVX2 (`fast_kernels`: the head in ~1.06 ms
+on one core against 1.6-2.0 ms for PyTorch's kernel on two); the norms, rotation, cache write and
+attention over one query are plain loops in float32.
+
+The library's own loops (attention, the int8 rows) run on the calling thread. Compiled with
+OpenMP (`-fopenmp`, so that `at::parallel_for` would split them over the cores), the server
+decoded 20-35% slower (`lab.bench_serve`, A/B on 1, 8 and 16 streams: 72-74 against 92-96
+tokens/s for one stream, 164-167 against 217-229 for 16), so it is not.
 
 It is compiled once per machine by `torch.utils.cpp_extension` (a C++ compiler is needed; the
 build lands in `~/.cache/torch_extensions` and took 15-20 s on 2 cores here). Where it cannot be built,
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import weakref
 from pathlib import Path
@@ -57,7 +59,7 @@ def load() -> bool:
                 build(
                     name=NAME,
                     sources=[str(path) for path in SOURCES],
-                    extra_cflags=["-O3", *_openmp_flags()],
+                    extra_cflags=["-O3"],
                     is_python_module=False,
                     verbose=False,
                 )
@@ -66,12 +68,6 @@ def load() -> bool:
                 _state["loaded"], _state["reason"] = False, f"{type(error).__name__}: {error}"
                 _log.warning("the C++ decode step could not be built; decoding runs the Python step (%s)", error)
     return bool(_state["loaded"])
-
-
-def _openmp_flags() -> list[str]:
-    """["-fopenmp"] where PyTorch itself runs on OpenMP and the compiler is GCC's (Linux), else []: then
-    `at::parallel_for` in the library runs on one core, as a build without it would."""
-    return ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
 
 
 def fast_kernels() -> bool:

@@ -106,15 +106,6 @@ class Int8Head(Int8Linear):
 
     NEAR_RELATIVE, NEAR_ABSOLUTE = 2**-6, 1e-3  # four bfloat16 rounding steps of the best, and a little
 
-    @property
-    def max_rows(self) -> int:
-        """Rows up to which the int8 kernel beats a bfloat16 matmul, measured on SmolLM2's head (49152 x 576)
-        on 2 cores: the C++ kernel with its re-scoring 5.1 ms at 12 rows against 6.5 ms for 13 rows in bfloat16,
-        the kernels alone even at 16; PyTorch's int8 kernel only up to 4 rows."""
-        from engine.native_step import fast_kernels
-
-        return 16 if fast_kernels() else 4
-
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) -> float32 logits (M, V)."""
         from engine.native_step import fast_kernels

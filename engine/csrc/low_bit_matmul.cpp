@@ -10,12 +10,11 @@
 // again from the float activations (engine/quantize.py Int8Head), in one call instead of ~10 tensor operations.
 //
 // with the weights of engine/quantize.py's Int8Linear: weight (N, K) int8 and one bfloat16 scale a row,
-// w = weight * scale. On SmolLM2's output head (49152 x 576) one row took 0.53-0.57 ms on 2 cores here against
-// 1.6-2.0 ms for torch._weight_int8pack_mm. Where the CPU lacks AVX2 the callers keep PyTorch's kernel.
+// w = weight * scale. On SmolLM2's output head (49152 x 576) one row took ~1.06 ms on one core here against
+// 1.6-2.0 ms for torch._weight_int8pack_mm on two. Where the CPU lacks AVX2 the callers keep PyTorch's kernel.
 
 #include "low_bit_matmul.h"
 
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -107,12 +106,11 @@ ENGINE_AVX2 void int8_tile(const int8_t* weight, const c10::BFloat16* scales, co
   }
 }
 
-// y (M, N) float32 <- every activation row by weight rows [0, N), split over the cores by weight rows
+// y (M, N) float32 <- every activation row by weight rows [0, N), on the calling thread (engine/native_step.py
+// says why not OpenMP), kTile activation rows at a time
 template <typename Tile>
 void over_rows(int64_t M, int64_t N, Tile tile) {
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t m = 0; m < M; m += kTile) tile(m, std::min(kTile, M - m), begin, end);
-  });
+  for (int64_t m = 0; m < M; m += kTile) tile(m, std::min(kTile, M - m), 0, N);
 }
 
 #endif

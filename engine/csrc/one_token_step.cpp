@@ -7,18 +7,17 @@
 // The plan holds the layers' weights (the tensors themselves, so in-place changes are seen); each
 // step writes each row's keys and values at its position of the layer's cache (B, KV, capacity, D).
 // The matmuls are PyTorch's own kernels (4-bit, dense) or, for int8 weights on a CPU with AVX2,
-// engine/csrc/low_bit_matmul.cpp's; the norms, the rotation, the cache write and attention over one query
-// (scores, softmax and the mix of values in one pass per key/value head) are loops here, in float32.
+// engine/csrc/low_bit_matmul.cpp's; the norms, the rotation, the cache write and attention over one
+// query are loops here, in float32, on the calling thread (engine/native_step.py says why not OpenMP).
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "low_bit_matmul.h"
@@ -27,28 +26,6 @@ namespace {
 
 enum Kind : int64_t { kDense = 0, kInt8 = 1, kInt4 = 2 };
 constexpr int64_t kGroup = 32;  // inputs sharing a 4-bit scale and offset (engine/quantize.py GROUP)
-
-// x as a contiguous `type` tensor: float32 <-> bfloat16 by a loop (rounding as at::Tensor::to does), which costs
-// less than the dispatcher's to() for the few thousand numbers of a step's rows (it was ~6% of a step)
-at::Tensor converted(const at::Tensor& x, at::ScalarType type) {
-  if (x.scalar_type() == type && x.is_contiguous()) return x;
-  if (!x.is_contiguous()) return x.to(type).contiguous();
-  if (x.scalar_type() == at::kFloat && type == at::kBFloat16) {
-    at::Tensor y = at::empty(x.sizes(), x.options().dtype(type));
-    const float* source = x.data_ptr<float>();
-    c10::BFloat16* target = y.data_ptr<c10::BFloat16>();
-    for (int64_t i = 0; i < x.numel(); ++i) target[i] = c10::BFloat16(source[i]);
-    return y;
-  }
-  if (x.scalar_type() == at::kBFloat16 && type == at::kFloat) {
-    at::Tensor y = at::empty(x.sizes(), x.options().dtype(type));
-    const c10::BFloat16* source = x.data_ptr<c10::BFloat16>();
-    float* target = y.data_ptr<float>();
-    for (int64_t i = 0; i < x.numel(); ++i) target[i] = float(source[i]);
-    return y;
-  }
-  return x.to(type);
-}
 
 // One linear layer as engine/quantize.py packs it, or a plain nn.Linear (kDense).
 struct Linear {
@@ -70,11 +47,11 @@ struct Linear {
       } else if (kind == kInt8) {
         y = at::_weight_int8pack_mm(x.to(at::kBFloat16), packed, scales);
       } else {
-        y = at::_weight_int4pack_mm_for_cpu(converted(x, at::kBFloat16), packed, kGroup, scales);
+        y = at::_weight_int4pack_mm_for_cpu(x.to(at::kBFloat16), packed, kGroup, scales);
       }
       if (bias.defined()) y = y + bias;
     }
-    return converted(y, at::kFloat);
+    return y.to(at::kFloat).contiguous();
   }
 };
 
@@ -135,62 +112,45 @@ ENGINE_INLINE void to_float(const T* source, float* target, int64_t D) {
   for (int64_t d = 0; d < D; ++d) target[d] = float(source[d]);
 }
 
-// e^x for x <= 0 (a score less the largest), within ~1e-7 of std::exp, in operations the compiler vectorizes:
-// e^x = 2^whole * 2^fraction, the second by a polynomial (least squares on [0, 1), degree 6)
-ENGINE_INLINE float exp_nonpositive(float x) {
-  const float t = std::max(x, -87.0f) * 1.44269504088896341f;  // x / ln 2
-  const float whole = std::floor(t), fraction = t - whole;
-  float p = 2.1690609e-4f;
-  p = p * fraction + 1.2443082e-3f;
-  p = p * fraction + 9.6784728e-3f;
-  p = p * fraction + 5.5483524e-2f;
-  p = p * fraction + 2.4022980e-1f;
-  p = p * fraction + 6.9314700e-1f;
-  p = p * fraction + 1.0f;
-  const int32_t bits = (int32_t(whole) + 127) << 23;  // 2^whole as a float's exponent
-  float power;
-  std::memcpy(&power, &bits, sizeof(power));
-  return p * power;
-}
-
-// One key/value head's attention for its G query heads, over slots 0..last:
-// q (G, D) -> out (G, D), with scores (G, last + 1) as room for the weights.
+// scores (G, stride) <- q (G, D) . keys[l] / sqrt(D) for slots l <= last, -inf after (up to `stride`)
 template <typename T>
-ENGINE_INLINE void attend_group(const float* q, const T* keys, const T* values, int64_t last, int64_t G, int64_t D,
-                                float* scores, float* out) {
-  const int64_t L = last + 1;
+ENGINE_INLINE void score_keys(const float* q, const T* keys, int64_t last, int64_t G, int64_t D, float* scores,
+                              int64_t stride) {
   float row[256];
   const float scale = 1.0f / std::sqrt(float(D));
-  for (int64_t l = 0; l < L; ++l) {  // scores[g, l] = q[g] . keys[l] / sqrt(D)
+  for (int64_t l = 0; l <= last; ++l) {
     to_float(keys + l * D, row, D);
-    for (int64_t g = 0; g < G; ++g) scores[g * L + l] = dot(q + g * D, row, D) * scale;
+    for (int64_t g = 0; g < G; ++g) scores[g * stride + l] = dot(q + g * D, row, D) * scale;
   }
-  for (int64_t g = 0; g < G; ++g) {  // softmax over the slots
-    float* s = scores + g * L;
-    const float largest = *std::max_element(s, s + L);
-    float total = 0;
-    for (int64_t l = 0; l < L; ++l) {
-      s[l] = exp_nonpositive(s[l] - largest);
-      total += s[l];
-    }
-    const float inverse = 1.0f / total;
-    for (int64_t l = 0; l < L; ++l) s[l] *= inverse;
+  for (int64_t g = 0; g < G; ++g) {
+    std::fill(scores + g * stride + last + 1, scores + (g + 1) * stride, -std::numeric_limits<float>::infinity());
   }
+}
+
+// out (G, D) <- sum over slots l <= last of weights (G, stride)[l] * values[l]
+template <typename T>
+ENGINE_INLINE void mix_values(const float* weights, const T* values, int64_t last, int64_t G, int64_t D, float* out,
+                              int64_t stride) {
+  float row[256];
   std::fill(out, out + G * D, 0.0f);
-  for (int64_t l = 0; l < L; ++l) {  // out[g] = sum over slots of weight[g, l] * values[l]
+  for (int64_t l = 0; l <= last; ++l) {
     to_float(values + l * D, row, D);
     for (int64_t g = 0; g < G; ++g) {
-      const float p = scores[g * L + l];
+      const float p = weights[g * stride + l];
       float* o = out + g * D;
       for (int64_t d = 0; d < D; ++d) o[d] += p * row[d];
     }
   }
 }
 
-#define ENGINE_ATTENTION_LOOPS(T, suffix)                                                                           \
-  ENGINE_VECTOR_CLONES void attend_group_##suffix(const float* q, const T* keys, const T* values, int64_t last,    \
-                                                  int64_t G, int64_t D, float* scores, float* out) {               \
-    attend_group<T>(q, keys, values, last, G, D, scores, out);                                                      \
+#define ENGINE_ATTENTION_LOOPS(T, suffix)                                                                        \
+  ENGINE_VECTOR_CLONES void score_keys_##suffix(const float* q, const T* keys, int64_t last, int64_t G,          \
+                                                int64_t D, float* scores, int64_t stride) {                      \
+    score_keys<T>(q, keys, last, G, D, scores, stride);                                                          \
+  }                                                                                                              \
+  ENGINE_VECTOR_CLONES void mix_values_##suffix(const float* weights, const T* values, int64_t last, int64_t G, \
+                                                int64_t D, float* out, int64_t stride) {                         \
+    mix_values<T>(weights, values, last, G, D, out, stride);                                                     \
   }
 ENGINE_ATTENTION_LOOPS(float, float)
 ENGINE_ATTENTION_LOOPS(c10::BFloat16, bfloat16)
@@ -198,23 +158,25 @@ ENGINE_ATTENTION_LOOPS(c10::Half, half)
 
 // Attention of one new token a row over slots 0..positions[b] of its cache, in float32:
 // q (B, H + 2 KV, D) (the queries first), keys and values (B, KV, capacity, D) -> out (B, H * D).
-// One task per row and key/value head, spread over the cores in one parallel region.
-template <typename T, typename Group>
+// The loops run per row and key/value head on the calling thread.
+template <typename T, typename Score, typename Mix>
 void attend(const float* q, const at::Tensor& keys, const at::Tensor& values, const int64_t* positions, int64_t B,
-            int64_t H, int64_t KV, int64_t D, float* out, Group group) {
+            int64_t H, int64_t KV, int64_t D, float* out, Score score, Mix mix) {
   const int64_t G = H / KV, capacity = keys.size(2);
   const int64_t L = *std::max_element(positions, positions + B) + 1;
-  at::Tensor scores = at::empty({B * KV, G * L}, at::kFloat);  // a task's weights, (G, its row's slots)
+  at::Tensor scores = at::empty({B, H, L}, at::kFloat);  // (B, KV * G, L): -inf beyond a row's position
   float* sp = scores.data_ptr<float>();
   const T* kp = keys.data_ptr<T>();
   const T* vp = values.data_ptr<T>();
-  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {  // index = b * KV + kv
-      const int64_t b = index / KV, kv = index % KV;
-      group(q + (b * (H + 2 * KV) + kv * G) * D, kp + index * capacity * D, vp + index * capacity * D, positions[b],
-            G, D, sp + index * G * L, out + index * G * D);
-    }
-  });
+  for (int64_t index = 0; index < B * KV; ++index) {  // index = b * KV + kv
+    const int64_t b = index / KV, kv = index % KV;
+    score(q + (b * (H + 2 * KV) + kv * G) * D, kp + index * capacity * D, positions[b], G, D, sp + index * G * L, L);
+  }
+  at::Tensor weights = at::_softmax(scores, -1, false);  // PyTorch's: vectorized, and split over the cores
+  const float* wp = weights.data_ptr<float>();
+  for (int64_t index = 0; index < B * KV; ++index) {
+    mix(wp + index * G * L, vp + index * capacity * D, positions[index / KV], G, D, out + index * G * D, L);
+  }
 }
 
 class OneTokenPlan : public torch::CustomClassHolder {
@@ -292,13 +254,13 @@ class OneTokenPlan : public torch::CustomClassHolder {
       float* y = attended.data_ptr<float>();
       switch (k.scalar_type()) {
         case at::kFloat:
-          attend<float>(q, k, v, pos, B, H, KV, D, y, attend_group_float);
+          attend<float>(q, k, v, pos, B, H, KV, D, y, score_keys_float, mix_values_float);
           break;
         case at::kBFloat16:
-          attend<c10::BFloat16>(q, k, v, pos, B, H, KV, D, y, attend_group_bfloat16);
+          attend<c10::BFloat16>(q, k, v, pos, B, H, KV, D, y, score_keys_bfloat16, mix_values_bfloat16);
           break;
         case at::kHalf:
-          attend<c10::Half>(q, k, v, pos, B, H, KV, D, y, attend_group_half);
+          attend<c10::Half>(q, k, v, pos, B, H, KV, D, y, score_keys_half, mix_values_half);
           break;
         default:
           TORCH_CHECK(false, "the cache must be float32, bfloat16 or float16");
