@@ -83,13 +83,17 @@ class Int8Linear(PackedLinear):
         self.register_buffer("int8_weight", quantized, persistent=False)
         self.register_buffer("scales", scales.to(torch.bfloat16), persistent=False)
 
-    def _packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+    def _in_cpp(self, rows: torch.Tensor) -> bool:
+        """Whether `rows` go to the C++ int8 kernel (a CPU with AVX2, whole blocks of 32 inputs)."""
         from engine.native_step import fast_kernels
 
-        on_cpu = rows.device.type == "cpu"
-        if on_cpu and self.in_features % GROUP == 0 and fast_kernels():
+        return rows.device.type == "cpu" and self.in_features % GROUP == 0 and fast_kernels()
+
+    def _packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._in_cpp(rows):
             return torch.ops.engine_native.int8_rows(rows, self.int8_weight, self.scales)  # float32
-        if on_cpu and self.in_features % 16:  # PyTorch's CPU kernel reads 16 inputs at a time: wrong, or a crash
+        # PyTorch's CPU kernel reads 16 inputs at a time: other widths give wrong numbers, or a crash
+        if rows.device.type == "cpu" and self.in_features % 16:
             return F.linear(rows.to(torch.bfloat16), self.int8_weight.to(torch.bfloat16) * self.scales[:, None])
         return torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.int8_weight, self.scales)
 
@@ -109,10 +113,8 @@ class Int8Head(Int8Linear):
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) -> float32 logits (M, V)."""
-        from engine.native_step import fast_kernels
-
         packed = self.dense is None or x.shape[0] <= self.max_rows
-        if packed and self.bias is None and x.device.type == "cpu" and self.in_features % GROUP == 0 and fast_kernels():
+        if packed and self.bias is None and self._in_cpp(x):
             return torch.ops.engine_native.int8_logits(  # the same, in one C++ call
                 x, self.int8_weight, self.scales, self.float_scales, self.NEAR_RELATIVE, self.NEAR_ABSOLUTE
             )

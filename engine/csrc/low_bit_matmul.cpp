@@ -75,15 +75,16 @@ ENGINE_AVX2 inline __m256 products(__m256i unsigned_bytes, __m256i signed_bytes)
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-// y[m + r, n] for weight rows n in [begin, end) and activation rows m + r, r < R. Blocks go alternately into two
-// sums a row, so that consecutive multiply-adds do not wait for each other.
+// y[m + r, n] for every weight row n and activation rows m + r, r < R, on the calling thread (engine/native_step.py
+// says why not OpenMP). Blocks go alternately into two sums a row, so that consecutive multiply-adds do not wait
+// for each other.
 template <int R>
 ENGINE_AVX2 void int8_tile(const int8_t* weight, const c10::BFloat16* scales, const QuantizedRows& x, int64_t m,
-                           int64_t begin, int64_t end, int64_t K, int64_t N, float* y) {
+                           int64_t K, int64_t N, float* y) {
   const int64_t G = K / kBlock;
   const int8_t* xq = x.q.data_ptr<int8_t>() + m * K;
   const float* xs = x.scale.data_ptr<float>() + m * G;
-  for (int64_t n = begin; n < end; ++n) {
+  for (int64_t n = 0; n < N; ++n) {
     const int8_t* row = weight + n * K;
     __m256 even[R], odd[R];
     for (int r = 0; r < R; ++r) even[r] = _mm256_setzero_ps(), odd[r] = _mm256_setzero_ps();
@@ -104,13 +105,6 @@ ENGINE_AVX2 void int8_tile(const int8_t* weight, const c10::BFloat16* scales, co
     const float scale = float(scales[n]);
     for (int r = 0; r < R; ++r) y[(m + r) * N + n] = horizontal_sum(_mm256_add_ps(even[r], odd[r])) * scale;
   }
-}
-
-// y (M, N) float32 <- every activation row by weight rows [0, N), on the calling thread (engine/native_step.py
-// says why not OpenMP), kTile activation rows at a time
-template <typename Tile>
-void over_rows(int64_t M, int64_t N, Tile tile) {
-  for (int64_t m = 0; m < M; m += kTile) tile(m, std::min(kTile, M - m), 0, N);
 }
 
 #endif
@@ -146,14 +140,14 @@ at::Tensor int8_rows(const at::Tensor& x, const at::Tensor& weight, const at::Te
   const int8_t* wp = weight.data_ptr<int8_t>();
   const c10::BFloat16* sp = scales.data_ptr<c10::BFloat16>();
   float* yp = y.data_ptr<float>();
-  over_rows(M, N, [&](int64_t m, int64_t count, int64_t begin, int64_t end) {
-    switch (count) {
-      case 1: return int8_tile<1>(wp, sp, rows, m, begin, end, K, N, yp);
-      case 2: return int8_tile<2>(wp, sp, rows, m, begin, end, K, N, yp);
-      case 3: return int8_tile<3>(wp, sp, rows, m, begin, end, K, N, yp);
-      default: return int8_tile<4>(wp, sp, rows, m, begin, end, K, N, yp);
+  for (int64_t m = 0; m < M; m += kTile) {
+    switch (std::min(kTile, M - m)) {
+      case 1: int8_tile<1>(wp, sp, rows, m, K, N, yp); break;
+      case 2: int8_tile<2>(wp, sp, rows, m, K, N, yp); break;
+      case 3: int8_tile<3>(wp, sp, rows, m, K, N, yp); break;
+      default: int8_tile<4>(wp, sp, rows, m, K, N, yp); break;
     }
-  });
+  }
 #endif
   return y;
 }
